@@ -1,0 +1,102 @@
+"""Loading audio datasets: the embedded FSDD subset, FSDD from disk, and any ``save_to_disk``/audiofolder/Hub source."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value
+
+logger = logging.getLogger(__name__)
+
+_FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+FSDD_TEST_UTTERANCES = range(0, 5)  # the official FSDD split: utterances 0-4 are test
+
+
+def fsdd_features() -> Features:
+    return Features(
+        {
+            "audio": Audio(),
+            "label": ClassLabel(names=[str(d) for d in range(10)]),
+            "speaker": Value("string"),
+            "utterance": Value("int32"),
+        }
+    )
+
+
+def load_fsdd(root: str | os.PathLike[str]) -> DatasetDict:
+    """Load Free Spoken Digit Dataset recordings (``{digit}_{speaker}_{index}.wav``) with the official split.
+
+    Files anywhere under ``root`` are read into memory (audio bytes are embedded, so the result does not depend
+    on ``root`` staying in place). Utterances 0-4 form ``test``, the rest ``train``; rows are sorted by file name.
+
+    Args:
+        root (`str` or `os.PathLike`): a folder holding FSDD ``.wav`` files (e.g. FSDD's ``recordings/``).
+    """
+    files = sorted(p for p in Path(root).rglob("*.wav") if _FSDD_NAME.match(p.name))
+    if not files:
+        raise ValueError(f"No FSDD files named like '7_jackson_32.wav' under {str(root)!r}.")
+    columns: dict[str, dict[str, list[Any]]] = {"train": _empty_columns(), "test": _empty_columns()}
+    for path in files:
+        m = _FSDD_NAME.match(path.name)
+        assert m is not None
+        utterance = int(m.group(3))
+        c = columns["test" if utterance in FSDD_TEST_UTTERANCES else "train"]
+        c["audio"].append({"bytes": path.read_bytes(), "path": path.name})
+        c["label"].append(int(m.group(1)))
+        c["speaker"].append(m.group(2))
+        c["utterance"].append(utterance)
+    return DatasetDict(
+        {split: Dataset.from_dict(c, features=fsdd_features()) for split, c in columns.items() if c["audio"]}
+    )
+
+
+def _empty_columns() -> dict[str, list[Any]]:
+    return {"audio": [], "label": [], "speaker": [], "utterance": []}
+
+
+def fsdd_mini_path() -> Path:
+    """Folder of the embedded FSDD subset shipped with the package (360 clips; see its ATTRIBUTION.md)."""
+    return Path(str(resources.files("hf_poscuda") / "data" / "fsdd_mini"))
+
+
+def load_fsdd_mini() -> DatasetDict:
+    """The embedded default dataset: 360 FSDD clips (CC BY-SA 4.0), ``train`` (240) and ``test`` (120)."""
+    return load_fsdd(fsdd_mini_path())
+
+
+def load_audio_dataset(source: str, split: str | None = None) -> Dataset | DatasetDict:
+    """Load a dataset from a ``save_to_disk`` folder, an audiofolder folder, or a Hub id.
+
+    Args:
+        source (`str`): a local folder or a Hub dataset id (``"user/name"``).
+        split (`str`, *optional*): return only this split.
+
+    Raises:
+        ValueError: the source or split does not exist; the message lists what does.
+    """
+    from datasets import load_dataset, load_from_disk
+
+    path = Path(source)
+    if path.is_dir():
+        if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+            loaded = load_from_disk(str(path))
+        else:
+            loaded = load_dataset("audiofolder", data_dir=str(path))
+    elif path.exists():
+        raise ValueError(f"{source!r} is a file; expected a save_to_disk folder, an audiofolder folder or a Hub id.")
+    else:
+        if source.startswith((".", "/", "~")) or source.count("/") > 1:
+            raise ValueError(f"Local folder {source!r} does not exist.")
+        loaded = load_dataset(source)
+    if split is None:
+        return loaded
+    if isinstance(loaded, Dataset):
+        return loaded
+    if split not in loaded:
+        raise ValueError(f"Split {split!r} not found in {source!r}; available splits: {list(loaded)}.")
+    return loaded[split]

@@ -1,0 +1,175 @@
+"""The private PosCUDA key: 256 secret bits, a public key id, and every per-class parameter derived from them.
+
+The secret never appears in ``repr``/``str``, logs, errors or cache file names. Everything random in the package
+comes from :meth:`PosCUDAKey.uniform`, a counter-mode HMAC-SHA256 stream, so results are bit-identical on every
+machine, library version, batch size and number of processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+_SECRET_BYTES = 32
+_FILE_HEADER = "hf-poscuda-key v1"
+_KEY_ID_CONTEXT = b"hf-poscuda/key-id/v1"
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, readable by other users, or not a PosCUDA key file."""
+
+
+class PosCUDAKey:
+    """A PosCUDA private key.
+
+    Create one with :meth:`generate`, persist it with :meth:`save` (file mode ``0600``) and read it back with
+    :meth:`load`. Only :attr:`key_id`, a one-way hash of the secret, is safe to publish (for example on a dataset
+    card, so the owner can later show which key protected a dataset).
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda import PosCUDAKey
+    >>> key = PosCUDAKey.generate()
+    >>> len(key.key_id)
+    16
+    >>> "secret" in repr(key)
+    False
+    ```
+    """
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: bytes) -> None:
+        if not isinstance(secret, (bytes, bytearray)) or len(secret) != _SECRET_BYTES:
+            raise ValueError(
+                f"A PosCUDA key secret must be exactly {_SECRET_BYTES} bytes; got "
+                f"{type(secret).__name__} of length {len(secret) if hasattr(secret, '__len__') else 'n/a'}. "
+                "Use PosCUDAKey.generate() or PosCUDAKey.load(path)."
+            )
+        self._secret = bytes(secret)
+
+    # ------------------------------------------------------------------ creation and files
+    @classmethod
+    def generate(cls) -> PosCUDAKey:
+        """Return a new key with 256 bits from the operating system's CSPRNG (`secrets`)."""
+        return cls(secrets.token_bytes(_SECRET_BYTES))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PosCUDAKey:
+        """Load a key file written by :meth:`save`.
+
+        Args:
+            path (`str` or `os.PathLike`): the key file.
+
+        Raises:
+            KeyFileError (a `ValueError`): the file is missing, readable or writable by group/others, or not a key.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise KeyFileError(
+                f"Key file {str(p)!r} does not exist. Create one with `hf-poscuda keygen {p}` "
+                "or PosCUDAKey.generate().save(path)."
+            )
+        mode = stat.S_IMODE(p.stat().st_mode)
+        if mode & 0o077:
+            raise KeyFileError(
+                f"Key file {str(p)!r} has permissions {oct(mode)}, so other users can access it; a key must be "
+                f"private (0600). Fix it with `chmod 600 {p}`, and generate a new key if others may have read it."
+            )
+        lines = p.read_bytes().decode("ascii", errors="replace").split()
+        if len(lines) != 3 or " ".join(lines[:2]) != _FILE_HEADER:
+            raise KeyFileError(
+                f"File {str(p)!r} is not an hf-poscuda key file (expected a first line {_FILE_HEADER!r} and one line "
+                f"of {2 * _SECRET_BYTES} hex digits). Create keys with `hf-poscuda keygen`."
+            )
+        try:
+            secret = bytes.fromhex(lines[2])
+        except ValueError:
+            secret = b""
+        if len(secret) != _SECRET_BYTES:
+            raise KeyFileError(
+                f"File {str(p)!r} has an hf-poscuda header but its secret is not {2 * _SECRET_BYTES} hex digits; "
+                "the file is damaged. Restore it from a backup."
+            )
+        return cls(secret)
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write the key to ``path``, created with mode ``0600`` (never world- or group-readable).
+
+        Args:
+            path (`str` or `os.PathLike`): where to write.
+            overwrite (`bool`, defaults to `False`): replace an existing file. Off by default: losing a key
+                means losing the ability to prove ownership of the protected data.
+        """
+        p = Path(path)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+        try:
+            fd = os.open(p, flags, 0o600)
+        except FileExistsError:
+            raise KeyFileError(
+                f"Key file {str(p)!r} already exists; refusing to overwrite it. Pass overwrite=True "
+                "(CLI: --overwrite) or choose another path."
+            ) from None
+        try:
+            os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask and ignored for existing files
+            os.write(fd, f"{_FILE_HEADER}\n{self._secret.hex()}\n".encode("ascii"))
+        finally:
+            os.close(fd)
+        logger.info("Saved PosCUDA key %s to %s", self.key_id, p)
+        return p
+
+    # ------------------------------------------------------------------ public identity
+    @property
+    def key_id(self) -> str:
+        """A public identifier: the first 16 hex digits of SHA-256 over a context string and the secret."""
+        return hashlib.sha256(_KEY_ID_CONTEXT + self._secret).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"PosCUDAKey(key_id={self.key_id!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PosCUDAKey) and hmac.compare_digest(self._secret, other._secret)
+
+    def __hash__(self) -> int:
+        return hash(self.key_id)
+
+    def __getstate__(self) -> dict[str, bytes]:
+        # Needed to send the callable to `datasets` worker processes; `datasets` only stores a hash of it.
+        return {"_secret": self._secret}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self._secret = state["_secret"]
+
+    # ------------------------------------------------------------------ derivation
+    def uniform(self, purpose: str, index: int, n: int) -> np.ndarray:
+        """Return ``n`` float64 values in ``[0, 1)``, a deterministic function of the secret, ``purpose`` and ``index``.
+
+        A counter-mode HMAC-SHA256 stream: the same on every machine and every library version.
+
+        Args:
+            purpose (`str`): what the numbers are for (e.g. ``"filter"``); distinct purposes are independent.
+            index (`int`): the class index.
+            n (`int`): how many values.
+        """
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        label = f"{purpose}\x00{int(index)}\x00".encode()
+        blocks = -(-n // 4)
+        stream = b"".join(
+            hmac.new(self._secret, label + counter.to_bytes(8, "big"), hashlib.sha256).digest()
+            for counter in range(blocks)
+        )
+        words = np.frombuffer(stream, dtype=">u8")[:n].astype(np.uint64)
+        return (words >> np.uint64(11)).astype(np.float64) * (2.0**-53)

@@ -1,0 +1,110 @@
+"""Audio quality between original and protected clips: SNR, segmental SNR, log-spectral distance, PESQ, STOI.
+
+PESQ and STOI need the optional ``pesq`` and ``pystoi`` packages (``pip install hf-poscuda[eval]``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+STOI_MIN_SECONDS = 0.4  # pystoi works on 384 ms frames at 10 kHz; shorter clips give meaningless scores
+
+
+def _pair(original: np.ndarray, protected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(original, dtype=np.float64)
+    y = np.asarray(protected, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"original and protected must have the same shape, got {x.shape} and {y.shape}.")
+    return x, y
+
+
+def snr_db(original: np.ndarray, protected: np.ndarray) -> float:
+    """Signal-to-noise ratio (dB) of ``protected`` against ``original``; ``inf`` when they are equal."""
+    x, y = _pair(original, protected)
+    noise = float(((y - x) ** 2).sum())
+    signal = float((x**2).sum())
+    if noise == 0.0:
+        return math.inf
+    return 10.0 * math.log10(max(signal, 1e-20) / noise)
+
+
+def segmental_snr_db(
+    original: np.ndarray, protected: np.ndarray, sampling_rate: int, frame_seconds: float = 0.02
+) -> float:
+    """Mean per-frame SNR (dB), each frame clamped to [-10, 35] dB as is customary; silent frames skipped."""
+    x, y = _pair(original, protected)
+    x, y = x.reshape(-1, x.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0)
+    n = max(1, int(frame_seconds * sampling_rate))
+    frames = len(x) // n
+    if frames == 0:
+        return float(np.clip(snr_db(x, y), -10, 35))
+    xs, ds = x[: frames * n].reshape(frames, n), (y - x)[: frames * n].reshape(frames, n)
+    s, d = (xs**2).sum(1), (ds**2).sum(1)
+    keep = s > 1e-10
+    if not keep.any():
+        return 35.0
+    per = 10 * np.log10(s[keep] / np.maximum(d[keep], 1e-20))
+    return float(np.clip(per, -10, 35).mean())
+
+
+def log_spectral_distance(original: np.ndarray, protected: np.ndarray, n_fft: int = 512) -> float:
+    """Root-mean-square difference (dB) of the log power spectra, averaged over frames."""
+    x, y = _pair(original, protected)
+    x, y = x.reshape(-1, x.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0)
+    hop = n_fft // 2
+    if len(x) < n_fft:
+        x, y = np.pad(x, (0, n_fft - len(x))), np.pad(y, (0, n_fft - len(y)))
+    window = np.hanning(n_fft)
+    idx = np.arange(0, len(x) - n_fft + 1, hop)[:, None] + np.arange(n_fft)[None, :]
+    px = np.abs(np.fft.rfft(x[idx] * window)) ** 2 + 1e-10
+    py = np.abs(np.fft.rfft(y[idx] * window)) ** 2 + 1e-10
+    return float(np.mean(np.sqrt(np.mean((10 * np.log10(px / py)) ** 2, axis=1))))
+
+
+def pesq_score(original: np.ndarray, protected: np.ndarray, sampling_rate: int) -> float:
+    """PESQ (ITU-T P.862) MOS-LQO: narrowband at 8 kHz, wideband at 16 kHz; other rates are resampled to 16 kHz.
+
+    Returns NaN when PESQ cannot score the clip (e.g. no utterance detected).
+    """
+    try:
+        from pesq import NoUtterancesError, pesq
+    except ImportError as err:
+        raise ImportError("PESQ needs the 'pesq' package: pip install 'hf-poscuda[eval]'") from err
+    x, y = _pair(original, protected)
+    x, y = x.reshape(-1, x.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0)
+    if sampling_rate not in (8000, 16000):
+        x, y = _resample(x, sampling_rate, 16000), _resample(y, sampling_rate, 16000)
+        sampling_rate = 16000
+    mode = "nb" if sampling_rate == 8000 else "wb"
+    try:
+        return float(pesq(sampling_rate, x.astype(np.float32), y.astype(np.float32), mode))
+    except NoUtterancesError:
+        return math.nan
+    except Exception as err:  # the C library reports short/odd clips with generic errors
+        logger.debug("PESQ failed on a clip: %s", err)
+        return math.nan
+
+
+def stoi_score(original: np.ndarray, protected: np.ndarray, sampling_rate: int) -> float:
+    """STOI intelligibility in [0, 1]; NaN for clips shorter than 0.4 s, where it is meaningless."""
+    try:
+        from pystoi import stoi
+    except ImportError as err:
+        raise ImportError("STOI needs the 'pystoi' package: pip install 'hf-poscuda[eval]'") from err
+    x, y = _pair(original, protected)
+    x, y = x.reshape(-1, x.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0)
+    if len(x) < STOI_MIN_SECONDS * sampling_rate:
+        return math.nan
+    return float(stoi(x, y, sampling_rate, extended=False))
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    g = math.gcd(sr_in, sr_out)
+    return resample_poly(x, sr_out // g, sr_in // g)
