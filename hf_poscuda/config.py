@@ -67,8 +67,9 @@ class PosCUDAConfig:
             the loudest frame.
         frame_seconds (`float`, defaults to `0.02`): frame length for the ``"active"`` region.
 
-    Output level: if a protected sample would exceed the clip's own peak level (at least 1.0), the clip's whole
-    perturbation is scaled down by the smallest factor that keeps every sample within that level, so nothing clips.
+    Output level: if a protected sample would exceed 1.0 (or the original peak of the clip's patches, if higher),
+    the clip's whole perturbation is scaled down by the smallest factor that keeps every sample within that level,
+    so nothing clips.
     """
 
     patch_seconds: float = 0.05

@@ -84,7 +84,13 @@ def load_audio_dataset(source: str, split: str | None = None) -> Dataset | Datas
     path = Path(source)
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
-            loaded = load_from_disk(str(path))
+            try:
+                loaded = load_from_disk(str(path))
+            except IndexError:  # datasets 5.2 cannot load a saved split with no rows
+                raise ValueError(
+                    f"Could not load {source!r}: a split in it is empty (datasets cannot load empty saved splits). "
+                    "There is nothing to protect in an empty split; check the source."
+                ) from None
         else:
             loaded = load_dataset("audiofolder", data_dir=str(path))
     elif path.exists():

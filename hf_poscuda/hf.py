@@ -15,8 +15,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
+import struct
 from collections.abc import Sequence
-from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import numpy as np
@@ -123,6 +124,7 @@ class PosCUDA:
         self.device = str(device) if device is not None else None
         self.output_format = output_format
         self._transform: PosCUDATransform | None = None
+        self._scratch: np.ndarray | None = None
 
     # ------------------------------------------------------------------ construction from a dataset
     @classmethod
@@ -197,6 +199,7 @@ class PosCUDA:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_transform"] = None  # derived caches are rebuilt; keeps the datasets fingerprint stable
+        state["_scratch"] = None
         return state
 
     @property
@@ -254,91 +257,182 @@ class PosCUDA:
                 )
         items, labels = batch[self.audio_column], batch[self.label_column]
         indices = [self.label_index(label, i) for i, label in enumerate(labels)]
-        clips = [read_clip(item, i, self.audio_column) for i, item in enumerate(items)]
-        protected = self._protect(clips, indices)
-        fmt, subtype, ext = _FORMATS[self.output_format]
-        out = []
-        for (_, sr, path), data in zip(clips, protected):
-            buffer = io.BytesIO()
-            sf.write(buffer, data.T, sr, format=fmt, subtype=subtype)
-            out.append({"bytes": buffer.getvalue(), "path": _renamed(path, ext)})
-        return {self.audio_column: out}
+        clips = [open_clip(item, i, self.audio_column) for i, item in enumerate(items)]
+        encoded = self._protect(clips, indices)
+        ext = _FORMATS[self.output_format][2]
+        return {
+            self.audio_column: [
+                {"bytes": data, "path": _renamed(clip.path, ext)} for clip, data in zip(clips, encoded)
+            ]
+        }
 
-    def _protect(self, clips: list[tuple[np.ndarray, int, str | None]], labels: list[int]) -> list[np.ndarray]:
-        """Pad clips sharing a sampling rate and channel count into one tensor each and run the transform."""
+    def _buffer(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """A reusable float32 batch buffer: a fresh multi-MB array per batch costs page faults on every call.
+
+        Safe because each group's results are encoded before the buffer is used again.
+        """
+        size = shape[0] * shape[1] * shape[2]
+        if self._scratch is None or self._scratch.size < size:
+            self._scratch = np.empty(max(size, 1), dtype=np.float32)
+        return self._scratch[:size].reshape(shape)
+
+    def _protect(self, clips: list[_Clip], labels: list[int]) -> list[bytes]:
+        """Protect and encode: clips sharing a sampling rate and channel count go through one padded tensor."""
         device = resolve_device(self.device)
-        result: list[np.ndarray] = [np.empty(0)] * len(clips)
+        result: list[bytes] = [b""] * len(clips)
         groups: dict[tuple[int, int], list[int]] = {}
-        for i, (data, sr, _) in enumerate(clips):
-            groups.setdefault((sr, data.shape[0]), []).append(i)
+        for i, clip in enumerate(clips):
+            groups.setdefault((clip.sampling_rate, clip.channels), []).append(i)
         for (sr, channels), rows in groups.items():
-            lengths = [clips[i][0].shape[1] for i in rows]
-            padded = np.zeros((len(rows), channels, max(lengths)), dtype=np.float32)
+            lengths = [clips[i].frames for i in rows]
+            padded = self._buffer((len(rows), channels, max(lengths)))
             for j, i in enumerate(rows):
-                padded[j, :, : lengths[j]] = clips[i][0]
-            audio = torch.from_numpy(padded).to(device)
-            y = self.transform(audio, torch.tensor(lengths), torch.tensor([labels[i] for i in rows]), sr)
-            y = y.cpu().numpy()
-            for j, i in enumerate(rows):
-                result[i] = y[j, :, : lengths[j]]
+                clips[i].read_into(padded[j])
+                padded[j, :, lengths[j] :] = 0.0
+            _check_finite(padded, [clips[i] for i in rows], self.audio_column)
+            audio = torch.from_numpy(padded)
+            on_cpu = device.type == "cpu"
+            y = self.transform(
+                audio if on_cpu else audio.to(device),
+                torch.tensor(lengths),
+                torch.tensor([labels[i] for i in rows]),
+                sr,
+                inplace=True,
+            )
+            y_np = y.numpy() if on_cpu else y.cpu().numpy()
+            for j, i in enumerate(rows):  # encode now: the next group reuses the buffer
+                result[i] = encode_audio(y_np[j, :, : lengths[j]], sr, self.output_format)
         return result
 
 
+def _check_finite(padded: np.ndarray, clips: list[_Clip], column: str) -> None:
+    """One reduction per batch; only on failure look for the offending clip to name it."""
+    if np.isfinite(padded.sum()):  # NaN/inf propagate through a sum
+        return
+    for j, clip in enumerate(clips):
+        if not np.isfinite(padded[j]).all():
+            raise ValueError(
+                f"Audio with NaN or infinite samples (row {clip.row} of the batch, column {column!r}, "
+                f"path={clip.path!r}). Fix or drop that clip; PosCUDA refuses to write it."
+            )
+
+
+def encode_audio(data: np.ndarray, sampling_rate: int, output_format: OutputFormat = "wav") -> bytes:
+    """Encode float32 ``[channels, samples]`` as file bytes, deterministically (same input, same bytes).
+
+    ``"wav"`` is written here rather than by libsndfile, whose float WAVs carry a ``PEAK`` chunk with a
+    timestamp: identical audio would get different bytes each second, defeating caching and comparison.
+    """
+    if output_format == "wav":
+        return float_wav_bytes(data, sampling_rate)
+    fmt, subtype, _ = _FORMATS[output_format]
+    buffer = io.BytesIO()
+    sf.write(buffer, data.T, sampling_rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+def float_wav_bytes(data: np.ndarray, sampling_rate: int) -> bytes:
+    """A minimal RIFF/WAVE file of IEEE float32 samples (``WAVE_FORMAT_IEEE_FLOAT``, with the ``fact`` chunk)."""
+    channels, frames = data.shape
+    payload = memoryview(np.ascontiguousarray(data.T, dtype="<f4")).cast("B")  # no copy for mono
+    block = 4 * channels
+    fmt = struct.pack("<HHIIHHH", 3, channels, sampling_rate, sampling_rate * block, block, 32, 0)
+    header = (
+        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 12 + 8 + len(payload)) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"fact" + struct.pack("<II", 4, frames)
+        + b"data" + struct.pack("<I", len(payload))
+    )
+    return b"".join((header, payload))
+
+
 def _renamed(path: str | None, ext: str) -> str | None:
+    """Same name with the output format's extension (datasets infers the format from it)."""
     if not path:
         return None
-    return str(PurePosixPath(path).with_suffix(ext)) if PurePosixPath(path).suffix else path + ext
+    stem, old = posixpath.splitext(path)
+    return path if old == ext else (stem if old else path) + ext
 
 
-def read_clip(item: Any, row: int, column: str = "audio") -> tuple[np.ndarray, int, str | None]:
-    """Read one audio item as float32 ``[channels, samples]``, its sampling rate and its path.
+class _Clip:
+    """One audio item, opened: its format is known, its samples are read on demand into a caller's buffer."""
+
+    __slots__ = ("row", "path", "sampling_rate", "frames", "channels", "_reader", "_array")
+
+    def __init__(self, row: int, path: str | None, reader: sf.SoundFile | None, array: np.ndarray | None, sr: int):
+        self.row, self.path, self.sampling_rate = row, path, int(sr)
+        self._reader, self._array = reader, array
+        if reader is not None:
+            self.frames, self.channels = int(reader.frames), int(reader.channels)
+        else:
+            assert array is not None
+            self.channels, self.frames = array.shape
+
+    def read_into(self, out: np.ndarray) -> None:
+        """Write the samples into ``out[:, :frames]`` (``out`` is ``[channels, >= frames]`` float32)."""
+        if self._array is not None:
+            out[:, : self.frames] = self._array
+            return
+        assert self._reader is not None
+        with self._reader:
+            if self.channels == 1:
+                self._reader.read(self.frames, dtype="float32", out=out[0, : self.frames])
+            else:
+                out[:, : self.frames] = self._reader.read(self.frames, dtype="float32", always_2d=True).T
+
+
+def open_clip(item: Any, row: int, column: str = "audio") -> _Clip:
+    """Open one audio item without decoding it yet.
 
     Accepts ``{"bytes", "path"}`` dicts (``Audio(decode=False)``), ``AudioDecoder`` objects (decoding ``Audio``;
     their source bytes are read directly) and ``{"array", "sampling_rate"}`` dicts.
 
     Raises:
-        ValueError: the item is not audio, is empty of data, or holds NaN/inf samples.
+        ValueError: the item is not audio or has no data.
     """
     where = f"row {row} of the batch, column {column!r}"
-    path: str | None = None
     if item is None:
         raise ValueError(f"Missing audio ({where} is None). Remove rows without audio before protecting.")
     if hasattr(item, "get_all_samples"):  # torchcodec AudioDecoder (datasets >= 4)
         encoded = getattr(item, "_hf_encoded", None) or {}
-        path = encoded.get("path")
-        data, sr = _read_encoded(encoded.get("bytes"), path, fallback=item)
-    elif isinstance(item, dict) and "array" in item:
+        return _open_encoded(encoded.get("bytes"), encoded.get("path"), row, fallback=item)
+    if isinstance(item, dict) and "array" in item:
         data = np.asarray(item["array"], dtype=np.float32)
         sr = item.get("sampling_rate")
-        path = item.get("path")
         if not isinstance(sr, (int, np.integer)) or sr <= 0:
             raise ValueError(f"Audio array without a valid sampling_rate ({where}): got {sr!r}.")
         data = data[None, :] if data.ndim == 1 else data
         if data.ndim != 2:
             raise ValueError(f"Audio array must be [samples] or [channels, samples] ({where}); got {data.shape}.")
-    elif isinstance(item, dict) and ("bytes" in item or "path" in item):
-        path = item.get("path")
-        if item.get("bytes") is None and not path:
+        return _Clip(row, item.get("path"), None, data, sr)
+    if isinstance(item, dict) and ("bytes" in item or "path" in item):
+        if item.get("bytes") is None and not item.get("path"):
             raise ValueError(f"Audio item has neither bytes nor path ({where}).")
-        data, sr = _read_encoded(item.get("bytes"), path, fallback=None)
-    else:
-        raise ValueError(
-            f"Column {column!r} does not hold audio ({where} is a {type(item).__name__}). Expected an Audio "
-            f"feature: cast it with ds.cast_column({column!r}, datasets.Audio()) or pass audio_column=... ."
-        )
-    if not np.isfinite(data).all():
-        raise ValueError(
-            f"Audio with NaN or infinite samples ({where}, path={path!r}). Fix or drop that clip; PosCUDA "
-            "refuses to write it."
-        )
-    return np.ascontiguousarray(data, dtype=np.float32), int(sr), path
+        return _open_encoded(item.get("bytes"), item.get("path"), row, fallback=None)
+    raise ValueError(
+        f"Column {column!r} does not hold audio ({where} is a {type(item).__name__}). Expected an Audio "
+        f"feature: cast it with ds.cast_column({column!r}, datasets.Audio()) or pass audio_column=... ."
+    )
 
 
-def _read_encoded(data: bytes | None, path: str | None, fallback: Any) -> tuple[np.ndarray, int]:
+def read_clip(item: Any, row: int, column: str = "audio") -> tuple[np.ndarray, int, str | None]:
+    """Read one audio item as float32 ``[channels, samples]``, its sampling rate and its path (see :func:`open_clip`).
+
+    Raises:
+        ValueError: the item is not audio, or holds NaN/inf samples.
+    """
+    clip = open_clip(item, row, column)
+    data = np.zeros((clip.channels, clip.frames), dtype=np.float32)
+    clip.read_into(data)
+    _check_finite(data[None], [clip], column)
+    return data, clip.sampling_rate, clip.path
+
+
+def _open_encoded(data: bytes | None, path: str | None, row: int, fallback: Any) -> _Clip:
     source: Any = io.BytesIO(data) if data is not None else path
     try:
-        samples, sr = sf.read(source, dtype="float32", always_2d=True)
-        return samples.T, int(sr)
+        reader = sf.SoundFile(source)
+        return _Clip(row, path, reader, None, reader.samplerate)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:  # format soundfile cannot read: use torchcodec
         logger.debug("soundfile could not read %r (%s); decoding with torchcodec", path, err)
     if fallback is None:
@@ -346,4 +440,4 @@ def _read_encoded(data: bytes | None, path: str | None, fallback: Any) -> tuple[
 
         fallback = AudioDecoder(data if data is not None else path)
     decoded = fallback.get_all_samples()
-    return decoded.data.cpu().numpy().astype(np.float32), int(decoded.sample_rate)
+    return _Clip(row, path, None, decoded.data.cpu().numpy().astype(np.float32), decoded.sample_rate)

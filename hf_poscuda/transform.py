@@ -53,16 +53,21 @@ def apply_poscuda(
     positions: torch.Tensor,
     config: PosCUDAConfig,
     sampling_rate: int,
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """Protect a padded batch.
 
     Args:
-        audio (`torch.Tensor` of shape `[batch, channels, time]`): float audio, zero-padded after each clip's end.
+        audio (`torch.Tensor` of shape `[batch, channels, time]`): float audio, zero-padded after each clip's end
+            (samples after a clip's length are never read into a filter and never changed).
         lengths (`torch.Tensor` of shape `[batch]`): valid samples of each clip.
         filters (`torch.Tensor` of shape `[batch, kernel_size]`): each clip's class filter.
         positions (`torch.Tensor` of shape `[batch, num_patches]`): each clip's class position fractions in `[0, 1)`.
         config (`PosCUDAConfig`): the knobs.
         sampling_rate (`int`): samples per second, to turn seconds into samples.
+        inplace (`bool`, defaults to `False`): write into ``audio`` instead of a copy (saves one pass over the
+            batch when the caller owns the buffer).
 
     Returns:
         `torch.Tensor`: same shape, dtype and device as ``audio``; only patch samples differ.
@@ -76,14 +81,11 @@ def apply_poscuda(
         return audio.clone()
     device, dtype = audio.device, audio.dtype
     lengths = lengths.to(device=device, dtype=torch.long)
-    if lengths.shape != (B,) or bool((lengths < 0).any()) or bool((lengths > T).any()):
+    if lengths.shape != (B,) or bool(((lengths < 0) | (lengths > T)).any()):
         raise ValueError(f"lengths must be [batch] integers in [0, {T}], got {lengths.tolist()}.")
     k = config.kernel_size
     if filters.shape != (B, k):
         raise ValueError(f"filters must be [batch, {k}], got {tuple(filters.shape)}.")
-
-    valid = torch.arange(T, device=device)[None, :] < lengths[:, None]  # [B, T]
-    x = torch.where(valid[:, None, :], audio, torch.zeros((), dtype=dtype, device=device))
 
     if config.placement == "whole":
         p = T
@@ -91,43 +93,53 @@ def apply_poscuda(
         edge = 0
     else:
         p = max(1, round(config.patch_seconds * sampling_rate))
-        starts = _patch_starts(x, lengths, positions.to(device=device, dtype=torch.float64), config, sampling_rate, p)
+        starts = _patch_starts(audio, lengths, positions.to(device=device, dtype=torch.float64), config, sampling_rate, p)
         edge = round(config.edge_seconds * sampling_rate)
     eff = torch.clamp(torch.minimum(lengths[:, None] - starts, torch.full_like(starts, p)), min=0)  # [B, n]
 
-    y = F.pad(x, (0, max(0, p - T)))  # room for a patch longer than every clip; cropped below
+    # At most one copy of the batch; every later step reads and writes patch-sized slices only.
+    y = audio if p <= T else F.pad(audio, (0, p - T))  # room for a patch longer than every clip
+    if not inplace and p <= T:
+        y = y.clone()
     taps = torch.flip(filters.to(device=device, dtype=dtype), dims=[1])[:, None, :, None]  # [B, 1, k, 1]
-    left, right = (k - 1) // 2, k // 2
     offsets = torch.arange(p, device=device)
+    context_offsets = torch.arange(p + k - 1, device=device) - (k - 1) // 2
+    patch_indices = (starts[:, :, None] + offsets[None, None, :]).reshape(B, 1, -1).expand(B, C, -1)
+    before = y.gather(-1, patch_indices)  # originals, for the level check below
     for j in range(starts.shape[1]):
-        idx = (starts[:, j : j + 1] + offsets[None, :])[:, None, :].expand(B, C, p)  # [B, C, p]
+        start = starts[:, j : j + 1]
+        idx = patch_indices[..., j * p : (j + 1) * p]  # [B, C, p]
         original = y.gather(-1, idx)
-        context = F.pad(y, (left, right)).gather(
-            -1, (starts[:, j : j + 1] + torch.arange(p + k - 1, device=device)[None, :])[:, None, :].expand(B, C, -1)
-        )
+        cidx = start + context_offsets[None, :]  # the patch plus (k-1)/2 samples each side, zero outside the clip
+        context = y.gather(-1, cidx.clamp(0, y.shape[-1] - 1)[:, None, :].expand(B, C, -1))
+        context = context * ((cidx >= 0) & (cidx < lengths[:, None]))[:, None, :].to(dtype)
         filtered = torch.zeros_like(original)
         for t in range(k):  # elementwise FIR: exact per clip, independent of batch composition
             filtered = filtered + taps[:, :, t] * context[..., t : t + p]
         inside = offsets[None, :] < eff[:, j : j + 1]  # [B, p]
         if config.match_rms:
             filtered = _match_rms(filtered, original, inside)
-        weight = _edge_window(eff[:, j], p, edge, offsets).to(dtype)  # [B, p], zero outside the patch
-        patched = torch.where(inside[:, None, :], original + weight[:, None, :] * (filtered - original), original)
-        y = y.scatter(-1, idx, patched)
-    y = y[..., :T]
+        if edge > 0:  # cross-fade: weight is 0 outside the patch and ramps up/down at its edges
+            weight = _edge_window(eff[:, j], p, edge, offsets).to(dtype)
+            filtered = original + weight[:, None, :] * (filtered - original)
+        patched = torch.where(inside[:, None, :], filtered, original)
+        y.scatter_(-1, idx, patched)
 
-    # Never clip: scale a clip's perturbation down if any sample would pass the clip's own peak (at least 1.0).
-    limit = torch.clamp(x.abs().amax(dim=(1, 2)), min=1.0).to(torch.float64)[:, None, None]
-    x64, d = x.to(torch.float64), (y.to(torch.float64) - x.to(torch.float64))
-    room = torch.where(d > 0, (limit - x64) / d, torch.where(d < 0, (-limit - x64) / d, torch.full_like(d, math.inf)))
-    scale = torch.clamp(room.amin(dim=(1, 2)), max=1.0)  # [B]
-    if bool((scale < 1.0).any()):
-        n_scaled = int((scale < 1.0).sum())
-        logger.debug("Scaled down the perturbation of %d clip(s) to stay within their peak level", n_scaled)
-        scaled = (x64 + scale[:, None, None] * d).to(dtype)
-        scaled = torch.clamp(scaled, -limit.to(dtype), limit.to(dtype))  # guard against the last-ulp rounding
-        y = torch.where((scale < 1.0)[:, None, None], scaled, y)
-    return torch.where(valid[:, None, :], y, audio)
+    # Never clip: if a sample would pass 1.0 (or the patches' original peak, if higher), scale that clip's
+    # perturbation down by the smallest factor that keeps every sample within the level.
+    idx = patch_indices
+    after = y.gather(-1, idx)
+    limit = torch.clamp(before.abs().amax(dim=(1, 2)), min=1.0)  # [B]
+    if bool((after.abs().amax(dim=(1, 2)) > limit).any()):  # rare: exact float64 scaling
+        lim, b64 = limit.to(torch.float64)[:, None, None], before.to(torch.float64)
+        d = after.to(torch.float64) - b64
+        inf = torch.full_like(d, math.inf)
+        room = torch.where(d > 0, (lim - b64) / d, torch.where(d < 0, (-lim - b64) / d, inf))
+        scale = torch.clamp(room.amin(dim=(1, 2)), max=1.0)[:, None, None]
+        logger.debug("Scaled down the perturbation of %d clip(s) to stay within their level", int((scale < 1).sum()))
+        scaled = torch.clamp(b64 + scale * d, -lim, lim).to(dtype)
+        y.scatter_(-1, idx, torch.where(scale < 1.0, scaled, after))
+    return y if p <= T else y[..., :T].contiguous()
 
 
 def _patch_starts(
@@ -159,6 +171,7 @@ def _active_region(
     B, C, T = x.shape
     frame = max(1, round(config.frame_seconds * sr))
     nf = -(-T // frame)
+    x = torch.where(torch.arange(T, device=x.device)[None, None, :] < lengths[:, None, None], x, 0.0)
     power = F.pad(x, (0, nf * frame - T)).to(torch.float64).pow(2).mean(dim=1).reshape(B, nf, frame).mean(dim=-1)
     frame_ok = torch.arange(nf, device=x.device)[None, :] * frame < lengths[:, None]
     power = torch.where(frame_ok, power, torch.zeros_like(power))
@@ -236,7 +249,13 @@ class PosCUDATransform:
         return self._filters[:num_classes], self._positions[:num_classes]
 
     def __call__(
-        self, audio: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor, sampling_rate: int
+        self,
+        audio: torch.Tensor,
+        lengths: torch.Tensor,
+        labels: torch.Tensor,
+        sampling_rate: int,
+        *,
+        inplace: bool = False,
     ) -> torch.Tensor:
         """Protect a padded batch ``[batch, channels, time]`` whose clips have class indices ``labels``."""
         labels = torch.as_tensor(labels, dtype=torch.long)
@@ -251,4 +270,5 @@ class PosCUDATransform:
             torch.from_numpy(positions[idx]),
             self.config,
             sampling_rate,
+            inplace=inplace,
         )

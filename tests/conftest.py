@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from datasets import Audio, ClassLabel, Dataset, Features, Value
+
+from hf_poscuda import PosCUDAKey
+
+
+def wav_bytes(array: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
+    """Encode ``[samples]`` or ``[channels, samples]`` as WAV bytes."""
+    buffer = io.BytesIO()
+    data = np.asarray(array, dtype=np.float32)
+    sf.write(buffer, data.T if data.ndim == 2 else data, sr, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def decode(item: dict) -> tuple[np.ndarray, int]:
+    """``{"bytes", "path"}`` -> float32 ``[channels, samples]`` and rate."""
+    data, sr = sf.read(io.BytesIO(item["bytes"]), dtype="float32", always_2d=True)
+    return data.T, sr
+
+
+def speechlike(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Silence, then a harmonic burst with an envelope, then silence: an 'utterance' in the middle."""
+    t = np.arange(n) / sr
+    f0 = rng.uniform(100, 300)
+    tone = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, 6))
+    env = np.zeros(n)
+    a, b = int(0.25 * n), int(0.75 * n)
+    env[a:b] = np.hanning(b - a)
+    return (0.3 * tone * env + 0.001 * rng.standard_normal(n)).astype(np.float32)
+
+
+def make_dataset(
+    n: int = 24, sr: int = 8000, num_classes: int = 4, seed: int = 0, min_len: float = 0.3, max_len: float = 1.0
+) -> Dataset:
+    rng = np.random.default_rng(seed)
+    audio, labels, ids = [], [], []
+    for i in range(n):
+        length = int(rng.uniform(min_len, max_len) * sr)
+        audio.append({"bytes": wav_bytes(speechlike(rng, length, sr), sr), "path": f"clip_{i}.wav"})
+        labels.append(i % num_classes)
+        ids.append(f"id-{i}")
+    features = Features(
+        {"audio": Audio(), "label": ClassLabel(names=[f"c{i}" for i in range(num_classes)]), "id": Value("string")}
+    )
+    return Dataset.from_dict({"audio": audio, "label": labels, "id": ids}, features=features)
+
+
+@pytest.fixture
+def key() -> PosCUDAKey:
+    return PosCUDAKey(bytes(range(32)))
+
+
+@pytest.fixture
+def other_key() -> PosCUDAKey:
+    return PosCUDAKey(bytes(range(1, 33)))
+
+
+@pytest.fixture
+def dataset() -> Dataset:
+    return make_dataset()
