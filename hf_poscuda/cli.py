@@ -135,5 +135,57 @@ def demo(
     typer.echo(f"Saved the protected dataset to {output} (load it with datasets.load_from_disk).")
 
 
+@app.command(
+    epilog="Examples:\n\n  hf-poscuda evaluate ../shared/data/fsdd/recordings --output results/fsdd\n\n"
+    "  hf-poscuda evaluate ./my_dataset --key my.key --preset default --preset cuda --models logmel_cnn,ast-small\n\n"
+    "  hf-poscuda evaluate ./my_dataset --models wav2vec2:./local-wav2vec2-checkpoint --hf-epochs 5"
+)
+@cli_errors
+def evaluate(
+    source: Annotated[str, typer.Argument(help="save_to_disk folder, audiofolder, FSDD recordings folder or Hub id.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.json, report.md and plots.")] = Path(
+        "poscuda-evaluation"
+    ),
+    key: Annotated[
+        Path | None, typer.Option("--key", "-k", help="Key file (default: a fresh key for this run, not saved).")
+    ] = None,
+    presets: Annotated[
+        list[str] | None, typer.Option("--preset", help="Setting(s) to evaluate (repeatable): default, paper, cuda.")
+    ] = None,
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small|:ckpt], ast[...]")
+    ] = "logmel_cnn,raw_cnn",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="CNN epochs.")] = 30,
+    hf_epochs: Annotated[int, typer.Option("--hf-epochs", min=1, help="wav2vec2 / AST epochs.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
+    train_split: Annotated[str, typer.Option("--train-split")] = "train",
+    test_split: Annotated[str, typer.Option("--test-split")] = "test",
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+    quality_clips: Annotated[int, typer.Option("--quality-clips", min=1, help="Clips for PESQ/STOI/SNR.")] = 100,
+) -> None:
+    """Train models on clean vs protected train audio and report clean-test accuracy, quality and plots."""
+    from datasets import DatasetDict
+
+    from .config import PosCUDAConfig
+    from .data import load_audio_dataset
+    from .evaluation import ModelSpec, TrainingRecipe, report_markdown, run_evaluation
+    from .key import PosCUDAKey
+
+    secret = PosCUDAKey.load(key) if key is not None else PosCUDAKey.generate()
+    dataset = load_audio_dataset(source)
+    if not isinstance(dataset, DatasetDict):
+        raise ValueError(f"{source!r} has a single split; evaluation needs a train and a test split.")
+    report = run_evaluation(
+        dataset, secret, {name: PosCUDAConfig.from_preset(name) for name in (presets or ["default"])},
+        [ModelSpec.parse(m.strip()) for m in models.split(",") if m.strip()],
+        TrainingRecipe(epochs=epochs, hf_epochs=hf_epochs, seed=seed), dataset_name=source, output=str(output),
+        train_split=train_split, test_split=test_split, audio_column=audio_column, label_column=label_column,
+        quality_clips=quality_clips,
+    )
+    typer.echo(report_markdown(report))
+    typer.echo(f"Key id {secret.key_id}. Wrote report.json, report.md and plots to {output}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

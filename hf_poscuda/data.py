@@ -55,6 +55,15 @@ def load_fsdd(root: str | os.PathLike[str]) -> DatasetDict:
     )
 
 
+def is_fsdd_folder(path: str | os.PathLike[str]) -> bool:
+    """A folder of FSDD-named ``.wav`` files without an audiofolder ``metadata.csv``."""
+    p = Path(path)
+    if (p / "metadata.csv").is_file():
+        return False
+    wavs = [f.name for f in p.glob("*.wav")][:50]
+    return bool(wavs) and all(_FSDD_NAME.match(n) for n in wavs)
+
+
 def _empty_columns() -> dict[str, list[Any]]:
     return {"audio": [], "label": [], "speaker": [], "utterance": []}
 
@@ -70,7 +79,7 @@ def load_fsdd_mini() -> DatasetDict:
 
 
 def load_audio_dataset(source: str, split: str | None = None) -> Dataset | DatasetDict:
-    """Load a dataset from a ``save_to_disk`` folder, an audiofolder folder, or a Hub id.
+    """Load a dataset from a ``save_to_disk`` folder, an audiofolder folder, an FSDD recordings folder, or a Hub id.
 
     Args:
         source (`str`): a local folder or a Hub dataset id (``"user/name"``).
@@ -91,6 +100,8 @@ def load_audio_dataset(source: str, split: str | None = None) -> Dataset | Datas
                     f"Could not load {source!r}: a split in it is empty (datasets cannot load empty saved splits). "
                     "There is nothing to protect in an empty split; check the source."
                 ) from None
+        elif is_fsdd_folder(path):
+            loaded = load_fsdd(path)
         else:
             loaded = load_dataset("audiofolder", data_dir=str(path))
     elif path.exists():

@@ -100,7 +100,12 @@ def stoi_score(original: np.ndarray, protected: np.ndarray, sampling_rate: int) 
     x, y = x.reshape(-1, x.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0)
     if len(x) < STOI_MIN_SECONDS * sampling_rate:
         return math.nan
-    return float(stoi(x, y, sampling_rate, extended=False))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        score = float(stoi(x, y, sampling_rate, extended=False))
+    return math.nan if score <= 1e-5 else score  # pystoi returns 1e-5 when too few non-silent frames remain
 
 
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from hf_poscuda import PRESETS, PosCUDAConfig
         ({"blur_factor": -0.1}, "blur_factor"),
         ({"filter_family": "gauss"}, "filter_family"),
         ({"normalization": "max"}, "normalization"),
-        ({"edge_seconds": 0.03, "patch_seconds": 0.05}, "at most half"),
+        ({"edge_seconds": 0.03, "patch_seconds": 0.05, "placement": "relative"}, "at most half"),
         ({"active_threshold_db": 5}, "active_threshold_db"),
     ],
 )

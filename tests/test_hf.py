@@ -11,6 +11,7 @@ from hf_poscuda import PosCUDA, PosCUDAConfig, PosCUDAKey
 from tests.conftest import decode, make_dataset, wav_bytes
 
 SECRET_HEX = bytes(range(32)).hex()
+PATCH = PosCUDAConfig(patch_seconds=0.05, num_patches=1, placement="relative")  # one 50 ms patch per clip
 
 
 def raw(ds: Dataset) -> Dataset:
@@ -22,7 +23,7 @@ def rows(ds: Dataset) -> list[dict]:
 
 
 def test_map_keeps_rows_columns_and_feature(dataset, key):
-    out = dataset.map(PosCUDA(key), batched=True)
+    out = dataset.map(PosCUDA(key, PATCH), batched=True)
     assert out.features == dataset.features
     assert out["id"] == dataset["id"] and out["label"] == dataset["label"]
     for before, after in zip(rows(dataset), rows(out)):
@@ -107,7 +108,7 @@ def test_mixed_sampling_rates_are_kept_per_clip(key, rates):
     rng = np.random.default_rng(2)
     items = [{"bytes": wav_bytes(rng.standard_normal(sr // 2) * 0.1, sr), "path": f"{sr}.wav"} for sr in rates]
     ds = Dataset.from_dict({"audio": items, "label": [0, 0]}).cast_column("audio", Audio(decode=False))
-    out = ds.map(PosCUDA(key), batched=True).to_list()
+    out = ds.map(PosCUDA(key, PATCH), batched=True).to_list()
     changed = {}
     for row, item, sr in zip(out, items, rates):
         y, rate = decode(row["audio"])

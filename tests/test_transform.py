@@ -54,7 +54,7 @@ def test_relative_patches_land_in_their_segments(key):
 
 
 def test_same_class_same_positions_other_class_differs(key):
-    cfg = PosCUDAConfig(patch_seconds=0.02, num_patches=2)
+    cfg = PosCUDAConfig(patch_seconds=0.02, num_patches=2, placement="relative")
     x, lengths = batch(b=3)
     y = PosCUDATransform(key, cfg)(x, lengths, torch.tensor([1, 1, 2]), SR)
     masks = (y != x)[:, 0]
@@ -93,7 +93,7 @@ def test_deterministic_for_a_key_and_different_for_another(key, other_key):
 
 
 def test_padding_and_short_clips(key):
-    cfg = PosCUDAConfig(patch_seconds=0.1)  # 800 samples: longer than the 300-sample clip
+    cfg = PosCUDAConfig(patch_seconds=0.1, placement="relative")  # 800 samples: longer than the 300-sample clip
     x, lengths = batch(b=2, lengths=[8000, 300])
     y = PosCUDATransform(key, cfg)(x, lengths, torch.tensor([0, 1]), SR)
     assert torch.equal(y[1, :, 300:], x[1, :, 300:])  # padding untouched
@@ -137,9 +137,14 @@ def test_never_clips(key):
 
 def test_edges_fade_smoothly(key):
     x = 0.3 * torch.sin(torch.arange(8000) * 0.05)[None, None, :]
-    hard = PosCUDATransform(key, PosCUDAConfig(patch_seconds=0.05, filter_family="signed", kernel_size=33))
+    hard = PosCUDATransform(
+        key, PosCUDAConfig(patch_seconds=0.05, placement="relative", filter_family="signed", kernel_size=33)
+    )
     soft = PosCUDATransform(
-        key, PosCUDAConfig(patch_seconds=0.05, filter_family="signed", kernel_size=33, edge_seconds=0.01)
+        key,
+        PosCUDAConfig(
+            patch_seconds=0.05, placement="relative", filter_family="signed", kernel_size=33, edge_seconds=0.01
+        ),
     )
     args = (torch.tensor([8000]), torch.tensor([0]), SR)
     jump = lambda y: float((y[0, 0, 1:] - y[0, 0, :-1]).abs().max())  # noqa: E731
@@ -155,7 +160,7 @@ def test_match_rms_preserves_patch_energy(key):
 
 def test_stereo_channels_share_positions(key):
     x, lengths = batch(b=2, c=2)
-    y = PosCUDATransform(key, PosCUDAConfig(num_patches=2))(x, lengths, torch.tensor([0, 1]), SR)
+    y = PosCUDATransform(key, PosCUDAConfig(num_patches=2, placement="relative"))(x, lengths, torch.tensor([0, 1]), SR)
     mask = y != x
     assert torch.equal(mask[:, 0], mask[:, 1])
 

@@ -1,0 +1,252 @@
+"""Does protection work? Train each model on the clean and on the protected train split; test both on clean test."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from datasets import Audio, Dataset, DatasetDict
+
+from .. import __version__
+from ..config import PosCUDAConfig
+from ..key import PosCUDAKey
+from ..protect import protect_dataset
+from ..quality import log_spectral_distance, pesq_score, segmental_snr_db, snr_db, stoi_score
+from .models import CNN_MODELS, HF_MODELS, MODELS, build_cnn, build_hf_model
+from .training import TrainingRecipe, TrainResult, train_cnn, train_hf
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate.
+
+    Args:
+        name (`str`): ``"logmel_cnn"``, ``"raw_cnn"``, ``"wav2vec2"`` or ``"ast"``.
+        checkpoint (`str`, *optional*): for wav2vec2/AST, a local folder or Hub id to fine-tune.
+        preset (`str`, defaults to `"tiny"`): for wav2vec2/AST without checkpoint, the from-scratch size.
+    """
+
+    name: str
+    checkpoint: str | None = None
+    preset: str = "tiny"
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ValueError(f"Unknown model {self.name!r}; choose from {list(MODELS)}.")
+        if self.name in CNN_MODELS and self.checkpoint is not None:
+            raise ValueError(f"{self.name} is trained from scratch; it takes no checkpoint.")
+
+    @property
+    def label(self) -> str:
+        if self.name in CNN_MODELS:
+            return self.name
+        return f"{self.name}:{self.checkpoint}" if self.checkpoint else f"{self.name}-{self.preset}"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        """``"ast"``, ``"wav2vec2-small"`` (preset) or ``"wav2vec2:path/or/hub-id"`` (checkpoint)."""
+        if ":" in text:
+            name, checkpoint = text.split(":", 1)
+            return cls(name, checkpoint=checkpoint)
+        name, _, preset = text.partition("-")
+        if name in HF_MODELS and preset:
+            return cls(name, preset=preset)
+        return cls(text.replace("-", "_"))
+
+
+@dataclass
+class AudioArrays:
+    """Fixed-length mono clips of one split, ready for training."""
+
+    audio: np.ndarray  # [N, samples] float32
+    labels: np.ndarray  # [N] int64
+    sampling_rate: int
+
+
+def to_arrays(dataset: Dataset, seconds: float, audio_column: str = "audio", label_column: str = "label") -> AudioArrays:
+    """Decode a split to mono float32 clips zero-padded or cut to ``seconds`` (one sampling rate required)."""
+    raw = dataset.cast_column(audio_column, Audio(decode=False))
+    clips, rates = [], set()
+    for item in raw[audio_column]:
+        source = io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"]
+        data, sr = sf.read(source, dtype="float32", always_2d=True)
+        clips.append(data.mean(axis=1))
+        rates.add(int(sr))
+    if len(rates) != 1:
+        raise ValueError(
+            f"Evaluation needs one sampling rate per dataset, found {sorted(rates)}. Cast the column first: "
+            f"ds.cast_column({audio_column!r}, Audio(sampling_rate=16000))."
+        )
+    sr = rates.pop()
+    n = int(round(seconds * sr))
+    audio = np.zeros((len(clips), n), dtype=np.float32)
+    for i, c in enumerate(clips):
+        audio[i, : min(n, len(c))] = c[:n]
+    labels = np.asarray(dataset[label_column], dtype=np.int64)
+    return AudioArrays(audio, labels, sr)
+
+
+def measure_quality(
+    original: Dataset, protected: Dataset, max_clips: int = 100, audio_column: str = "audio"
+) -> dict[str, Any]:
+    """Mean PESQ, STOI (clips >= 0.4 s), SNR, segmental SNR and log-spectral distance on evenly spaced clips."""
+    rows = np.unique(np.linspace(0, len(original) - 1, num=min(max_clips, len(original))).astype(int)).tolist()
+    a = original.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
+    b = protected.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
+    scores: dict[str, list[float]] = {"pesq": [], "stoi": [], "snr_db": [], "segmental_snr_db": [], "lsd_db": []}
+    signal = noise = 0.0
+    for x_item, y_item in zip(a, b):
+        x, sr = sf.read(io.BytesIO(x_item["bytes"]), dtype="float32")
+        y, _ = sf.read(io.BytesIO(y_item["bytes"]), dtype="float32")
+        scores["pesq"].append(pesq_score(x, y, sr))
+        scores["stoi"].append(stoi_score(x, y, sr))
+        scores["snr_db"].append(snr_db(x, y))
+        scores["segmental_snr_db"].append(segmental_snr_db(x, y, sr))
+        scores["lsd_db"].append(log_spectral_distance(x, y))
+        signal += float((x.astype(np.float64) ** 2).sum())
+        noise += float(((y.astype(np.float64) - x) ** 2).sum())
+    out: dict[str, Any] = {"clips": len(rows)}
+    for name, values in scores.items():
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[name] = float(v.mean()) if len(v) else math.nan
+        out[f"{name}_clips"] = int(len(v))
+    out["snr_db_overall"] = 10 * math.log10(signal / noise) if noise > 0 else math.inf
+    return out
+
+
+def train_model(spec: ModelSpec, train: AudioArrays, test: AudioArrays, recipe: TrainingRecipe, desc: str) -> TrainResult:
+    """Build ``spec`` with the recipe's seed and train it; the same call for clean and protected data."""
+    torch.manual_seed(recipe.seed)
+    num_classes = int(max(train.labels.max(), test.labels.max()) + 1)
+    if spec.name in CNN_MODELS:
+        model = build_cnn(spec.name, num_classes, train.sampling_rate)
+        return train_cnn(model, (train.audio, train.labels), (test.audio, test.labels), recipe, desc=desc)
+    model, extractor = build_hf_model(
+        spec.name, num_classes, train.sampling_rate, checkpoint=spec.checkpoint, preset=spec.preset,
+        max_seconds=recipe.clip_seconds,
+    )
+    return train_hf(
+        model, extractor, (train.audio, train.labels), (test.audio, test.labels), train.sampling_rate, recipe, desc
+    )
+
+
+def evaluate_protection(
+    dataset: DatasetDict,
+    key: PosCUDAKey,
+    config: PosCUDAConfig,
+    models: list[ModelSpec],
+    recipe: TrainingRecipe | None = None,
+    *,
+    name: str = "setting",
+    train_split: str = "train",
+    test_split: str = "test",
+    audio_column: str = "audio",
+    label_column: str = "label",
+    quality_clips: int = 100,
+    clean_results: dict[str, TrainResult] | None = None,
+) -> dict[str, Any]:
+    """Protect the train split with ``config``, train every model on clean and on protected audio, test on clean.
+
+    Args:
+        dataset (`DatasetDict`): must have ``train_split`` and ``test_split``.
+        key (`PosCUDAKey`): the key (only its public id goes into the result).
+        config (`PosCUDAConfig`): the protection setting under test.
+        models (`list[ModelSpec]`): what to train.
+        recipe (`TrainingRecipe`, *optional*): identical for clean and protected runs.
+        name (`str`): a label for this setting in reports.
+        quality_clips (`int`, defaults to `100`): clips used for PESQ/STOI/SNR.
+        clean_results (`dict`, *optional*): clean-train results by model label, reused across settings (they do
+            not depend on the setting); filled in when missing.
+
+    Returns:
+        `dict`: one setting's entry of the report (see :mod:`hf_poscuda.evaluation.report` for the schema).
+    """
+    recipe = recipe or TrainingRecipe()
+    for split in (train_split, test_split):
+        if split not in dataset:
+            raise ValueError(f"Split {split!r} not found; available: {list(dataset)}. Pass train_split/test_split.")
+    start = time.perf_counter()
+    protected, summary = protect_dataset(
+        dataset[train_split], key, config, audio_column=audio_column, label_column=label_column, snr_clips=1
+    )
+    quality = measure_quality(dataset[train_split], protected, quality_clips, audio_column)
+    clean_train = to_arrays(dataset[train_split], recipe.clip_seconds, audio_column, label_column)
+    protected_train = to_arrays(protected, recipe.clip_seconds, audio_column, label_column)
+    test = to_arrays(dataset[test_split], recipe.clip_seconds, audio_column, label_column)
+    clean_results = clean_results if clean_results is not None else {}
+    per_model: dict[str, Any] = {}
+    for spec in models:
+        if spec.label not in clean_results:
+            clean_results[spec.label] = train_model(spec, clean_train, test, recipe, f"{spec.label} clean")
+        prot = train_model(spec, protected_train, test, recipe, f"{spec.label} {name}")
+        per_model[spec.label] = {"clean": clean_results[spec.label].to_dict(), "protected": prot.to_dict()}
+        logger.info(
+            "%s / %s: clean-train %.3f, protected-train %.3f clean-test accuracy", name, spec.label,
+            clean_results[spec.label].test_accuracy, prot.test_accuracy,
+        )
+    return {
+        "name": name,
+        "config": config.to_dict(),
+        "key_id": key.key_id,
+        "quality": quality,
+        "models": per_model,
+        "seconds": time.perf_counter() - start,
+        "hf_poscuda_version": __version__,
+        "train_clips": len(clean_train.labels),
+        "test_clips": len(test.labels),
+        "sampling_rate": clean_train.sampling_rate,
+    }
+
+
+def run_evaluation(
+    dataset: DatasetDict,
+    key: PosCUDAKey,
+    settings: dict[str, PosCUDAConfig],
+    models: list[ModelSpec],
+    recipe: TrainingRecipe | None = None,
+    *,
+    dataset_name: str = "dataset",
+    output: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Evaluate several settings (clean training is run once and shared) and optionally write the report.
+
+    Args:
+        dataset (`DatasetDict`): with train and test splits.
+        key (`PosCUDAKey`): the key.
+        settings (`dict[str, PosCUDAConfig]`): named protection settings.
+        models (`list[ModelSpec]`): what to train.
+        recipe (`TrainingRecipe`, *optional*): training recipe.
+        dataset_name (`str`): label in the report.
+        output (`str`, *optional*): folder for report.json, report.md and plots.
+        kwargs: passed to :func:`evaluate_protection` (splits, columns, quality_clips).
+
+    Returns:
+        `dict`: the report (schema in :mod:`hf_poscuda.evaluation.report`).
+    """
+    from .report import build_report, write_report
+
+    if not settings:
+        raise ValueError("Give at least one protection setting to evaluate.")
+    if not models:
+        raise ValueError("Give at least one model to train.")
+    recipe = recipe or TrainingRecipe()
+    clean: dict[str, TrainResult] = {}
+    entries = [
+        evaluate_protection(dataset, key, config, models, recipe, name=name, clean_results=clean, **kwargs)
+        for name, config in settings.items()
+    ]
+    report = build_report(entries, recipe, dataset_name)
+    if output is not None:
+        write_report(report, output, curves_for=next(iter(settings)))
+    return report

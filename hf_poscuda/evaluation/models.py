@@ -1,0 +1,193 @@
+"""Models the evaluation trains: two light CNN baselines (pure torch) and wav2vec2 / AST (transformers).
+
+The CNNs see fixed-length raw audio ``[batch, samples]``; the log-mel CNN computes its features inside the model
+(mel filters from ``transformers.audio_utils``), so both CNNs train on exactly the stored audio.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+CNN_MODELS = ("logmel_cnn", "raw_cnn")
+HF_MODELS = ("wav2vec2", "ast")
+MODELS = CNN_MODELS + HF_MODELS
+
+
+class LogMelCNN(nn.Module):
+    """Log-mel spectrogram -> 4 conv blocks -> global average pooling -> linear.
+
+    Args:
+        num_classes (`int`): output classes.
+        sampling_rate (`int`): input rate; 25 ms windows, 10 ms hop, 40 mel bands up to Nyquist.
+        width (`int`, defaults to `16`): channels of the first block (doubled twice).
+    """
+
+    def __init__(self, num_classes: int, sampling_rate: int, width: int = 16, n_mels: int = 40) -> None:
+        super().__init__()
+        from transformers.audio_utils import mel_filter_bank
+
+        self.n_fft = int(2 ** np.ceil(np.log2(0.025 * sampling_rate)))
+        self.hop = int(0.010 * sampling_rate)
+        mel = mel_filter_bank(
+            num_frequency_bins=self.n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=20.0,
+            max_frequency=sampling_rate / 2, sampling_rate=sampling_rate, norm="slaney", mel_scale="slaney",
+        )
+        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        chans = [1, width, width * 2, width * 4, width * 4]
+        blocks: list[nn.Module] = []
+        for a, b in zip(chans[:-1], chans[1:]):
+            blocks += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*blocks[:-1])  # no pooling after the last block
+        self.head = nn.Linear(chans[-1], num_classes)
+
+    def logmel(self, audio: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True).abs().pow(2)
+        return torch.log(torch.einsum("bft,fm->bmt", spec, self.mel) + 1e-6)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = self.logmel(audio)
+        x = (x - x.mean(dim=(1, 2), keepdim=True)) / (x.std(dim=(1, 2), keepdim=True) + 1e-5)
+        return self.head(self.features(x[:, None]).mean(dim=(2, 3)))
+
+
+class RawCNN(nn.Module):
+    """A raw-waveform CNN in the style of M5 (Dai et al., 2017): strided first conv, 4 blocks, global pooling."""
+
+    def __init__(self, num_classes: int, sampling_rate: int, width: int = 32) -> None:
+        super().__init__()
+        first = max(8, int(0.010 * sampling_rate))  # 10 ms receptive field
+        chans = [width, width, width * 2, width * 4]
+        layers: list[nn.Module] = [
+            nn.Conv1d(1, chans[0], first, stride=max(1, first // 4)), nn.BatchNorm1d(chans[0]), nn.ReLU(), nn.MaxPool1d(4)
+        ]
+        for a, b in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv1d(a, b, 3, padding=1), nn.BatchNorm1d(b), nn.ReLU(), nn.MaxPool1d(4)]
+        self.features = nn.Sequential(*layers[:-1])
+        self.head = nn.Linear(chans[-1], num_classes)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = audio / (audio.abs().amax(dim=-1, keepdim=True) + 1e-5)
+        return self.head(self.features(x[:, None]).mean(dim=-1))
+
+
+def build_cnn(name: str, num_classes: int, sampling_rate: int) -> nn.Module:
+    """Build ``"logmel_cnn"`` or ``"raw_cnn"``."""
+    if name == "logmel_cnn":
+        return LogMelCNN(num_classes, sampling_rate)
+    if name == "raw_cnn":
+        return RawCNN(num_classes, sampling_rate)
+    raise ValueError(f"Unknown CNN {name!r}; choose one of {list(CNN_MODELS)}.")
+
+
+# ---------------------------------------------------------------------- transformers models
+@dataclass(frozen=True)
+class HFPreset:
+    """Size of a from-scratch transformer."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+
+
+HF_PRESETS: dict[str, HFPreset] = {
+    "tiny": HFPreset(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
+    "small": HFPreset(hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768),
+}
+
+
+def is_local_checkpoint(source: str) -> bool:
+    return Path(source).is_dir()
+
+
+def check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
+    """Fail fast (one request, no retries) when a Hub checkpoint cannot be fetched, with a message saying what to do.
+
+    Skipped when ``HF_HUB_OFFLINE`` is set: then transformers uses the local cache only and fails at once.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    import urllib.error
+    import urllib.request
+
+    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # the Hub answered (e.g. 401/404): transformers will report the precise problem at once
+    except (urllib.error.URLError, OSError) as err:
+        raise OSError(
+            f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}) to fetch checkpoint {repo_id!r}: "
+            f"{type(err).__name__}. Pass a local checkpoint folder instead (save one with "
+            "model.save_pretrained(path)), or set HF_HUB_OFFLINE=1 to use the local cache."
+        ) from None
+
+
+def build_hf_model(
+    name: str, num_classes: int, sampling_rate: int, *, checkpoint: str | None = None, preset: str = "tiny",
+    max_seconds: float = 1.0,
+) -> tuple[nn.Module, Any]:
+    """Build ``"wav2vec2"`` or ``"ast"``: a model and its feature extractor for ``sampling_rate``.
+
+    Args:
+        name (`str`): ``"wav2vec2"`` (``Wav2Vec2ForSequenceClassification``) or ``"ast"`` (``ASTForAudioClassification``).
+        num_classes (`int`): output classes (a checkpoint's head is replaced).
+        sampling_rate (`int`): the dataset's rate; from-scratch feature extractors are built for it.
+        checkpoint (`str`, *optional*): local folder or Hub id to fine-tune; ``None`` trains ``preset`` from scratch.
+        preset (`str`, defaults to `"tiny"`): from-scratch size, see :data:`HF_PRESETS`.
+        max_seconds (`float`, defaults to `1.0`): clip length the AST input is sized for.
+    """
+    import transformers as tf
+
+    if name not in HF_MODELS:
+        raise ValueError(f"Unknown transformer model {name!r}; choose one of {list(HF_MODELS)}.")
+    labels = {"num_labels": num_classes, "id2label": {i: str(i) for i in range(num_classes)},
+              "label2id": {str(i): i for i in range(num_classes)}}
+    if checkpoint is not None:
+        if not is_local_checkpoint(checkpoint):
+            check_hub_reachable(checkpoint)
+        model_cls = tf.Wav2Vec2ForSequenceClassification if name == "wav2vec2" else tf.ASTForAudioClassification
+        fe_cls = tf.Wav2Vec2FeatureExtractor if name == "wav2vec2" else tf.ASTFeatureExtractor
+        extractor = fe_cls.from_pretrained(checkpoint)
+        model = model_cls.from_pretrained(checkpoint, ignore_mismatched_sizes=True, **labels)
+        if name == "wav2vec2":
+            model.freeze_feature_encoder()
+        return model, extractor
+    if preset not in HF_PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(HF_PRESETS)}.")
+    size = HF_PRESETS[preset]
+    if name == "wav2vec2":
+        config = tf.Wav2Vec2Config(
+            hidden_size=size.hidden_size, num_hidden_layers=size.num_hidden_layers,
+            num_attention_heads=size.num_attention_heads, intermediate_size=size.intermediate_size,
+            conv_dim=(32, 32, 32, 32, 32, 32, 32) if preset == "tiny" else (128,) * 7,
+            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, do_stable_layer_norm=True,
+            feat_extract_norm="layer", mask_time_prob=0.0, classifier_proj_size=size.hidden_size, **labels,
+        )
+        extractor = tf.Wav2Vec2FeatureExtractor(
+            sampling_rate=sampling_rate, do_normalize=True, return_attention_mask=True
+        )
+        return tf.Wav2Vec2ForSequenceClassification(config), extractor
+    frames = int(np.ceil(max_seconds * 100)) + 2  # 10 ms hop
+    mel_bins = 64 if sampling_rate >= 16000 else 40
+    config = tf.ASTConfig(
+        hidden_size=size.hidden_size, num_hidden_layers=size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads, intermediate_size=size.intermediate_size,
+        max_length=frames, num_mel_bins=mel_bins, frequency_stride=10, time_stride=10, **labels,
+    )
+    extractor = tf.ASTFeatureExtractor(sampling_rate=sampling_rate, num_mel_bins=mel_bins, max_length=frames)
+    return tf.ASTForAudioClassification(config), extractor
+
+
