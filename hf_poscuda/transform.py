@@ -88,20 +88,17 @@ def apply_poscuda(
         raise ValueError(f"filters must be [batch, {k}], got {tuple(filters.shape)}.")
 
     if config.placement == "whole":
-        p = T
-        starts = torch.zeros(B, 1, dtype=torch.long, device=device)
-        edge = 0
-    else:
-        p = max(1, round(config.patch_seconds * sampling_rate))
-        starts = _patch_starts(audio, lengths, positions.to(device=device, dtype=torch.float64), config, sampling_rate, p)
-        edge = round(config.edge_seconds * sampling_rate)
+        return _filter_whole(audio, lengths, filters, config, inplace)
+    p = max(1, round(config.patch_seconds * sampling_rate))
+    starts = _patch_starts(audio, lengths, positions.to(device=device, dtype=torch.float64), config, sampling_rate, p)
+    edge = round(config.edge_seconds * sampling_rate)
     eff = torch.clamp(torch.minimum(lengths[:, None] - starts, torch.full_like(starts, p)), min=0)  # [B, n]
 
     # At most one copy of the batch; every later step reads and writes patch-sized slices only.
     y = audio if p <= T else F.pad(audio, (0, p - T))  # room for a patch longer than every clip
     if not inplace and p <= T:
         y = y.clone()
-    taps = torch.flip(filters.to(device=device, dtype=dtype), dims=[1])[:, None, :, None]  # [B, 1, k, 1]
+    taps = torch.flip(filters.to(device=device, dtype=dtype), dims=[1])[:, None, :]  # [B, 1, k]
     offsets = torch.arange(p, device=device)
     context_offsets = torch.arange(p + k - 1, device=device) - (k - 1) // 2
     patch_indices = (starts[:, :, None] + offsets[None, None, :]).reshape(B, 1, -1).expand(B, C, -1)
@@ -113,9 +110,7 @@ def apply_poscuda(
         cidx = start + context_offsets[None, :]  # the patch plus (k-1)/2 samples each side, zero outside the clip
         context = y.gather(-1, cidx.clamp(0, y.shape[-1] - 1)[:, None, :].expand(B, C, -1))
         context = context * ((cidx >= 0) & (cidx < lengths[:, None]))[:, None, :].to(dtype)
-        filtered = torch.zeros_like(original)
-        for t in range(k):  # elementwise FIR: exact per clip, independent of batch composition
-            filtered = filtered + taps[:, :, t] * context[..., t : t + p]
+        filtered = _fir(context, taps, p)
         inside = offsets[None, :] < eff[:, j : j + 1]  # [B, p]
         if config.match_rms:
             filtered = _match_rms(filtered, original, inside)
@@ -125,21 +120,74 @@ def apply_poscuda(
         patched = torch.where(inside[:, None, :], filtered, original)
         y.scatter_(-1, idx, patched)
 
-    # Never clip: if a sample would pass 1.0 (or the patches' original peak, if higher), scale that clip's
-    # perturbation down by the smallest factor that keeps every sample within the level.
-    idx = patch_indices
-    after = y.gather(-1, idx)
-    limit = torch.clamp(before.abs().amax(dim=(1, 2)), min=1.0)  # [B]
-    if bool((after.abs().amax(dim=(1, 2)) > limit).any()):  # rare: exact float64 scaling
-        lim, b64 = limit.to(torch.float64)[:, None, None], before.to(torch.float64)
-        d = after.to(torch.float64) - b64
-        inf = torch.full_like(d, math.inf)
-        room = torch.where(d > 0, (lim - b64) / d, torch.where(d < 0, (-lim - b64) / d, inf))
-        scale = torch.clamp(room.amin(dim=(1, 2)), max=1.0)[:, None, None]
-        logger.debug("Scaled down the perturbation of %d clip(s) to stay within their level", int((scale < 1).sum()))
-        scaled = torch.clamp(b64 + scale * d, -lim, lim).to(dtype)
-        y.scatter_(-1, idx, torch.where(scale < 1.0, scaled, after))
+    after = y.gather(-1, patch_indices)
+    scaled = _limit_level(before, after)
+    if scaled is not None:
+        y.scatter_(-1, patch_indices, scaled)
     return y if p <= T else y[..., :T].contiguous()
+
+
+def _filter_whole(
+    audio: torch.Tensor, lengths: torch.Tensor, filters: torch.Tensor, config: PosCUDAConfig, inplace: bool
+) -> torch.Tensor:
+    """``placement="whole"``: filter every clip over its full length (no index gathers, no extra copy)."""
+    B, C, T = audio.shape
+    k = config.kernel_size
+    taps = torch.flip(filters.to(device=audio.device, dtype=audio.dtype), dims=[1])[:, None, :]
+    valid = (torch.arange(T, device=audio.device)[None, :] < lengths[:, None])[:, None, :]  # [B, 1, T]
+    context = F.pad(audio, ((k - 1) // 2, k // 2))
+    context[..., (k - 1) // 2 : (k - 1) // 2 + T].masked_fill_(~valid, 0.0)  # zeros after each clip's end
+    filtered = _fir(context, taps, T)
+    if config.match_rms:
+        filtered = _match_rms(filtered, audio, valid[:, 0])
+    torch.where(valid, filtered, audio, out=filtered)
+    scaled = _limit_level(audio, filtered)
+    if scaled is not None:
+        filtered = scaled
+    return audio.copy_(filtered) if inplace else filtered
+
+
+def _fir(context: torch.Tensor, taps: torch.Tensor, n: int, chunk: int = 2048) -> torch.Tensor:
+    """``out[..., i] = sum_t taps[..., t] * context[..., i + t]`` for ``i < n``, tap by tap.
+
+    Each step is an exactly rounded multiply into a buffer, then an exactly rounded add, in a fixed order, so
+    a clip's result does not depend on which batch (or padding) it came with. Time is processed in chunks that
+    stay in cache, with preallocated buffers.
+    """
+    k = taps.shape[-1]
+    out = torch.empty(context.shape[:-1] + (n,), dtype=context.dtype, device=context.device)
+    tmp = torch.empty(context.shape[:-1] + (min(chunk, n),), dtype=context.dtype, device=context.device)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        acc, buf = out[..., s : s + m], tmp[..., :m]
+        torch.mul(context[..., s : s + m], taps[..., 0:1], out=acc)
+        for t in range(1, k):
+            torch.mul(context[..., s + t : s + t + m], taps[..., t : t + 1], out=buf)
+            acc.add_(buf)
+    return out
+
+
+def _limit_level(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | None:
+    """Never clip: if a sample of ``after`` passes 1.0 (or the clip's original peak in ``before``, if higher),
+    scale that clip's perturbation down by the smallest factor that keeps every sample within the level.
+
+    Returns the corrected ``after``, or ``None`` when nothing needed scaling (the common case: one cheap check).
+    """
+    def peak(x: torch.Tensor) -> torch.Tensor:  # max |x| per clip, without an |x| temporary
+        low, high = torch.aminmax(x.reshape(x.shape[0], -1), dim=-1)
+        return torch.maximum(high, -low)
+
+    limit = torch.clamp(peak(before), min=1.0)  # [B]
+    if not bool((peak(after) > limit).any()):
+        return None
+    lim, b64 = limit.to(torch.float64)[:, None, None], before.to(torch.float64)
+    d = after.to(torch.float64) - b64
+    inf = torch.full_like(d, math.inf)
+    room = torch.where(d > 0, (lim - b64) / d, torch.where(d < 0, (-lim - b64) / d, inf))
+    scale = torch.clamp(room.amin(dim=(1, 2)), max=1.0)[:, None, None]
+    logger.debug("Scaled down the perturbation of %d clip(s) to stay within their level", int((scale < 1).sum()))
+    scaled = torch.clamp(b64 + scale * d, -lim, lim).to(after.dtype)
+    return torch.where(scale < 1.0, scaled, after)
 
 
 def _patch_starts(
