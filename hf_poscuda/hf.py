@@ -263,7 +263,7 @@ class PosCUDA:
         ext = _FORMATS[self.output_format][2]
         return {
             self.audio_column: [
-                {"bytes": data, "path": _renamed(clip.path, ext)} for clip, data in zip(clips, encoded)
+                {"bytes": data, "path": _renamed(clip.path, ext)} for clip, data in zip(clips, encoded, strict=True)
             ]
         }
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -10,12 +9,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 from datasets import Audio, Dataset
 
 from .config import PosCUDAConfig
 from .hf import OutputFormat, PosCUDA
 from .key import PosCUDAKey
+from .quality import paired_clips
 
 logger = logging.getLogger(__name__)
 
@@ -120,16 +119,11 @@ def protect_dataset(
 
 
 def _dataset_snr(raw: Dataset, protected: Dataset, column: str, max_clips: int) -> tuple[float, int]:
-    rows = np.unique(np.linspace(0, len(raw) - 1, num=min(max_clips, len(raw))).astype(int)).tolist()
+    """SNR over all compared clips together (total signal energy / total change energy)."""
     signal = noise = 0.0
-    for a, b in zip(raw.select(rows)[column], protected.select(rows)[column]):
-        x = _decode(a)
-        y = _decode(b)
+    clips = 0
+    for x, y, _ in paired_clips(raw, protected, max_clips, column):
         signal += float((x.astype(np.float64) ** 2).sum())
         noise += float(((y.astype(np.float64) - x) ** 2).sum())
-    return (10 * math.log10(signal / noise) if noise > 0 else math.inf), len(rows)
-
-
-def _decode(item: dict[str, Any]) -> np.ndarray:
-    data = item["bytes"] if item.get("bytes") is not None else item["path"]
-    return sf.read(io.BytesIO(data) if isinstance(data, bytes) else data, dtype="float32", always_2d=True)[0]
+        clips += 1
+    return (10 * math.log10(signal / noise) if noise > 0 else math.inf), clips

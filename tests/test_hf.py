@@ -5,7 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
-from datasets import Audio, ClassLabel, Dataset, Features, Value
+from datasets import Audio, Dataset, Features, Value
 
 from hf_poscuda import PosCUDA, PosCUDAConfig, PosCUDAKey
 from tests.conftest import decode, make_dataset, wav_bytes

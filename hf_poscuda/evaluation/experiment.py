@@ -18,7 +18,7 @@ from .. import __version__
 from ..config import PosCUDAConfig
 from ..key import PosCUDAKey
 from ..protect import protect_dataset
-from ..quality import log_spectral_distance, pesq_score, segmental_snr_db, snr_db, stoi_score
+from ..quality import log_spectral_distance, paired_clips, pesq_score, segmental_snr_db, snr_db, stoi_score
 from .models import CNN_MODELS, HF_MODELS, MODELS, build_cnn, build_hf_model
 from .training import TrainingRecipe, TrainResult, train_cnn, train_hf
 
@@ -99,14 +99,10 @@ def measure_quality(
     original: Dataset, protected: Dataset, max_clips: int = 100, audio_column: str = "audio"
 ) -> dict[str, Any]:
     """Mean PESQ, STOI (clips >= 0.4 s), SNR, segmental SNR and log-spectral distance on evenly spaced clips."""
-    rows = np.unique(np.linspace(0, len(original) - 1, num=min(max_clips, len(original))).astype(int)).tolist()
-    a = original.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
-    b = protected.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
     scores: dict[str, list[float]] = {"pesq": [], "stoi": [], "snr_db": [], "segmental_snr_db": [], "lsd_db": []}
     signal = noise = 0.0
-    for x_item, y_item in zip(a, b):
-        x, sr = sf.read(io.BytesIO(x_item["bytes"]), dtype="float32")
-        y, _ = sf.read(io.BytesIO(y_item["bytes"]), dtype="float32")
+    clips = 0
+    for x, y, sr in paired_clips(original, protected, max_clips, audio_column):
         scores["pesq"].append(pesq_score(x, y, sr))
         scores["stoi"].append(stoi_score(x, y, sr))
         scores["snr_db"].append(snr_db(x, y))
@@ -114,7 +110,8 @@ def measure_quality(
         scores["lsd_db"].append(log_spectral_distance(x, y))
         signal += float((x.astype(np.float64) ** 2).sum())
         noise += float(((y.astype(np.float64) - x) ** 2).sum())
-    out: dict[str, Any] = {"clips": len(rows)}
+        clips += 1
+    out: dict[str, Any] = {"clips": clips}
     for name, values in scores.items():
         v = np.asarray(values, dtype=np.float64)
         v = v[np.isfinite(v)]

@@ -45,7 +45,7 @@ class LogMelCNN(nn.Module):
         self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
         chans = [1, width, width * 2, width * 4, width * 4]
         blocks: list[nn.Module] = []
-        for a, b in zip(chans[:-1], chans[1:]):
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
             blocks += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*blocks[:-1])  # no pooling after the last block
         self.head = nn.Linear(chans[-1], num_classes)
@@ -70,7 +70,7 @@ class RawCNN(nn.Module):
         layers: list[nn.Module] = [
             nn.Conv1d(1, chans[0], first, stride=max(1, first // 4)), nn.BatchNorm1d(chans[0]), nn.ReLU(), nn.MaxPool1d(4)
         ]
-        for a, b in zip(chans[:-1], chans[1:]):
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
             layers += [nn.Conv1d(a, b, 3, padding=1), nn.BatchNorm1d(b), nn.ReLU(), nn.MaxPool1d(4)]
         self.features = nn.Sequential(*layers[:-1])
         self.head = nn.Linear(chans[-1], num_classes)

@@ -33,6 +33,7 @@ is far below ``clean.test_accuracy`` (the issue's goal: at most 20 % on FSDD for
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import logging
 import math
@@ -122,7 +123,7 @@ def plot_curves(setting: dict[str, Any], path: str | Path) -> Path:
 
     models = list(setting["models"])
     fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.2), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    for ax, model in zip(axes[0], models, strict=True):
         for run, style in (("clean", "-"), ("protected", "--")):
             curve = [p for p in setting["models"][model][run]["curve"] if "test_accuracy" in p]
             ax.plot([p["epoch"] for p in curve], [p["test_accuracy"] for p in curve], style, label=f"trained on {run}")
@@ -150,7 +151,7 @@ def plot_accuracy_vs_pesq(report: dict[str, Any], path: str | Path, goal_accurac
     models = list(settings[0]["models"]) if settings else []
     fig, ax = plt.subplots(figsize=(7.5, 5))
     ax.axvspan(goal_pesq, 4.6, ymin=0, ymax=goal_accuracy, color="tab:green", alpha=0.12, label="goal")
-    for marker, model in zip("osD^v<>", models):
+    for marker, model in zip(itertools.cycle("osD^v<>"), models):
         xs = [s["quality"]["pesq"] for s in settings if model in s["models"]]
         ys = [s["models"][model]["protected"]["test_accuracy"] for s in settings if model in s["models"]]
         ax.scatter(xs, ys, marker=marker, label=model)
