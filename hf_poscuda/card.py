@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-
 import jinja2
 from huggingface_hub import DatasetCardData
 

@@ -6,13 +6,11 @@ PESQ and STOI need the optional ``pesq`` and ``pystoi`` packages (``pip install 
 from __future__ import annotations
 
 import logging
-import io
 import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 logger = logging.getLogger(__name__)
 
@@ -30,25 +28,20 @@ def _pair(original: np.ndarray, protected: np.ndarray) -> tuple[np.ndarray, np.n
 def paired_clips(
     original: Any, protected: Any, max_clips: int, audio_column: str = "audio"
 ) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
-    """Yield ``(original, protected, sampling_rate)`` float32 mono arrays for up to ``max_clips`` evenly spaced rows.
-
-    Both datasets must have the same rows in the same order (as ``map`` keeps them).
+    """Yield ``(original, protected, sampling_rate)``, float32 ``[channels, samples]``, for up to ``max_clips``
+    evenly spaced rows. Both datasets must have the same rows in the same order (as ``map`` keeps them).
     """
     from datasets import Audio
+
+    from .hf import read_clip
 
     rows = np.unique(np.linspace(0, len(original) - 1, num=min(max_clips, len(original))).astype(int)).tolist()
     a = original.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
     b = protected.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
-    for x_item, y_item in zip(a, b, strict=True):
-        x, sr = _read(x_item)
-        y, _ = _read(y_item)
+    for row, (x_item, y_item) in enumerate(zip(a, b, strict=True)):
+        x, sr, _ = read_clip(x_item, row, audio_column)
+        y, _, _ = read_clip(y_item, row, audio_column)
         yield x, y, sr
-
-
-def _read(item: dict[str, Any]) -> tuple[np.ndarray, int]:
-    source = io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"]
-    data, sr = sf.read(source, dtype="float32", always_2d=True)
-    return data.mean(axis=1), int(sr)
 
 
 def snr_db(original: np.ndarray, protected: np.ndarray) -> float:

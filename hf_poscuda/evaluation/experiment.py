@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import time
@@ -10,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 from datasets import Audio, Dataset, DatasetDict
 
 from .. import __version__
 from ..config import PosCUDAConfig
+from ..hf import read_clip
 from ..key import PosCUDAKey
 from ..protect import protect_dataset
 from ..quality import log_spectral_distance, paired_clips, pesq_score, segmental_snr_db, snr_db, stoi_score
@@ -76,11 +75,10 @@ def to_arrays(dataset: Dataset, seconds: float, audio_column: str = "audio", lab
     """Decode a split to mono float32 clips zero-padded or cut to ``seconds`` (one sampling rate required)."""
     raw = dataset.cast_column(audio_column, Audio(decode=False))
     clips, rates = [], set()
-    for item in raw[audio_column]:
-        source = io.BytesIO(item["bytes"]) if item.get("bytes") is not None else item["path"]
-        data, sr = sf.read(source, dtype="float32", always_2d=True)
-        clips.append(data.mean(axis=1))
-        rates.add(int(sr))
+    for row, item in enumerate(raw[audio_column]):
+        data, sr, _ = read_clip(item, row, audio_column)
+        clips.append(data.mean(axis=0))  # models are mono
+        rates.add(sr)
     if len(rates) != 1:
         raise ValueError(
             f"Evaluation needs one sampling rate per dataset, found {sorted(rates)}. Cast the column first: "
