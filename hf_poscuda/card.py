@@ -1,21 +1,31 @@
-"""Dataset card text for a protected dataset, rendered from the Jinja template shipped in ``cards/``."""
+"""Dataset card for a protected dataset: YAML metadata (``DatasetCardData``) and a body from the ``cards/`` template.
+
+Only public facts go on a card: the parameters, the public key id, measured numbers. The secret never does
+(:func:`render_card` checks its own output when given the key).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from huggingface_hub import DatasetCardData
 
 from . import __version__
+from .key import PosCUDAKey
 from .protect import ProtectionSummary
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "dataset_card.md"
+BASE_TAGS = ("audio", "poscuda", "unlearnable", "unlearnable-examples", "privacy")
+TASK_CATEGORIES = ("audio-classification",)
+GOAL_ACCURACY = 0.2
 
 
 def template_text(name: str = TEMPLATE_NAME) -> str:
@@ -29,53 +39,208 @@ def template_text(name: str = TEMPLATE_NAME) -> str:
     raise FileNotFoundError(f"Card template {name!r} not found in the package or next to it; reinstall hf-poscuda.")
 
 
-def render_card(
-    splits: dict[str, ProtectionSummary],
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` bucket for a number of rows."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")):
+        if rows < limit:
+            return label
+    return "n>1T" if rows > 10**12 else "1B<n<10B"
+
+
+def card_metadata(
+    splits: Mapping[str, ProtectionSummary],
     *,
+    license: str,
+    pretty_name: str,
     source: str | None = None,
-    pretty_name: str | None = None,
-    license: str | None = None,
-    license_text: str = "Same license as the source dataset.",
-    evaluation_markdown: str | None = None,
     tags: Sequence[str] = (),
-) -> str:
-    """Render README.md text for a protected dataset. Contains only the public key id, never the secret.
+    existing: Mapping[str, Any] | None = None,
+) -> DatasetCardData:
+    """YAML metadata for the card, merged into ``existing`` (e.g. the ``dataset_info``/``configs`` that
+    ``push_to_hub`` wrote): our keys are set, tags and task categories are united, everything else is kept.
 
     Args:
-        splits (`dict[str, ProtectionSummary]`): summary of each protected split (all from one key).
-        source (`str`, *optional*): the source dataset's Hub id.
-        pretty_name (`str`, *optional*): title.
-        license (`str`, *optional*): license id for the YAML header.
-        license_text (`str`): license and attribution paragraph.
-        evaluation_markdown (`str`, *optional*): measured unlearnability results; when absent the card says
-            plainly that nothing was measured for this dataset.
+        splits (`Mapping[str, ProtectionSummary]`): all protected splits in the repo (for ``size_categories``).
+        license (`str`): a Hub license id (``"cc-by-4.0"``, ``"mit"``, ``"other"``...).
+        pretty_name (`str`): the title.
+        source (`str`, *optional*): the source dataset's Hub id (``source_datasets``).
         tags (`Sequence[str]`): extra tags.
+        existing (`Mapping`, *optional*): metadata already on the card.
+    """
+    if not isinstance(license, str) or not license.strip():
+        raise ValueError("A license id is required for the card (e.g. 'cc-by-4.0'); pass --license.")
+    merged: dict[str, Any] = dict(existing or {})
+    merged["license"] = license
+    merged["pretty_name"] = pretty_name
+    merged["task_categories"] = _union(merged.get("task_categories"), TASK_CATEGORIES)
+    merged["tags"] = _union(merged.get("tags"), (*BASE_TAGS, *tags))
+    merged["size_categories"] = [size_category(sum(s.clips for s in splits.values()))]
+    if source:
+        merged["source_datasets"] = _union(merged.get("source_datasets"), (source,))
+    return DatasetCardData(**merged)
+
+
+def _union(existing: Any, ours: Sequence[str]) -> list[str]:
+    items = [existing] if isinstance(existing, str) else list(existing or [])
+    return items + [t for t in ours if t not in items]
+
+
+def evaluation_for(report: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry of an evaluation report whose protection parameters equal ``config``.
+
+    Raises:
+        ValueError: the report did not measure these parameters (the card would otherwise show numbers for
+            something else).
+    """
+    if not isinstance(report, Mapping) or "settings" not in report:
+        raise ValueError("The evaluation report is not an hf-poscuda report (no 'settings'); pass report.json.")
+    for entry in report["settings"]:
+        if dict(entry.get("config", {})) == dict(config):
+            return dict(entry)
+    names = [s.get("name") for s in report["settings"]]
+    raise ValueError(
+        f"The evaluation report has no setting with the parameters being pushed (it has {names}). Run "
+        "`hf-poscuda evaluate` with the same preset/knobs, or push without --eval-report."
+    )
+
+
+def render_card(
+    splits: Mapping[str, ProtectionSummary],
+    *,
+    license: str,
+    repo_id: str | None = None,
+    config_name: str = "default",
+    source: str | None = None,
+    source_is_hub: bool = False,
+    pretty_name: str | None = None,
+    attribution: str | None = None,
+    evaluation_report: Mapping[str, Any] | None = None,
+    tags: Sequence[str] = (),
+    existing_metadata: Mapping[str, Any] | None = None,
+    key: PosCUDAKey | None = None,
+) -> str:
+    """Render the README.md of a protected dataset. Contains only the public key id, never the secret.
+
+    Args:
+        splits (`Mapping[str, ProtectionSummary]`): every protected split in the repo (all from one key and one
+            set of parameters).
+        license (`str`): license id for the YAML header (carry the source's license).
+        repo_id (`str`, *optional*): where it is pushed (for the loading snippet).
+        config_name (`str`, defaults to `"default"`): the dataset config it is pushed under.
+        source (`str`, *optional*): the source dataset (a Hub id, or a local folder's name).
+        source_is_hub (`bool`): whether ``source`` is a Hub id (then it is linked and listed in
+            ``source_datasets``).
+        pretty_name (`str`, *optional*): title.
+        attribution (`str`, *optional*): extra attribution text required by the source's license.
+        evaluation_report (`Mapping`, *optional*): a report from ``hf-poscuda evaluate`` (``report.json``) with a
+            setting whose parameters equal the pushed ones; its numbers (and countermeasure results, if any) go
+            on the card. Without it the card says plainly that nothing was measured for this dataset.
+        tags (`Sequence[str]`): extra tags.
+        existing_metadata (`Mapping`, *optional*): YAML already on the Hub card (kept: ``dataset_info``,
+            ``configs``...).
+        key (`PosCUDAKey`, *optional*): when given, the rendered text is checked to hold no trace of the secret.
+
+    Raises:
+        ValueError: no splits, splits from different keys or parameters, or a report that does not match.
     """
     if not splits:
         raise ValueError("render_card needs at least one protected split summary.")
     key_ids = {s.key_id for s in splits.values()}
     if len(key_ids) != 1:
         raise ValueError(f"All splits must be protected with one key; got key ids {sorted(key_ids)}.")
+    configs = {tuple(sorted(s.config.items())) for s in splits.values()}
+    if len(configs) != 1:
+        raise ValueError("All splits of a repo must be protected with the same parameters.")
     first = next(iter(splits.values()))
-    data = DatasetCardData(
-        license=license,
-        pretty_name=pretty_name or (f"{source} (PosCUDA-protected)" if source else "PosCUDA-protected audio"),
-        tags=["audio", "poscuda", "unlearnable-examples", *tags],
-        source_datasets=[source] if source else None,
+    key_id = key_ids.pop()
+    title = pretty_name or (f"{source} (PosCUDA-protected)" if source else "PosCUDA-protected audio")
+    data = card_metadata(
+        splits, license=license, pretty_name=title, source=source if source_is_hub else None, tags=tags,
+        existing=existing_metadata,
     )
-    template = jinja2.Environment(autoescape=False, keep_trailing_newline=True).from_string(template_text())
-    return template.render(
+    evaluation = _evaluation_context(evaluation_report, first.config, key_id) if evaluation_report else None
+    template = jinja2.Environment(autoescape=False, keep_trailing_newline=True, trim_blocks=True).from_string(
+        template_text()
+    )
+    text = template.render(
         card_data=data.to_yaml(),
-        pretty_name=data.pretty_name,
+        pretty_name=title,
+        repo_id=repo_id,
+        config_name=config_name,
         source=source,
-        source_url=f"https://huggingface.co/datasets/{source}" if source else None,
+        source_url=f"https://huggingface.co/datasets/{source}" if source and source_is_hub else None,
+        license=license,
+        attribution=attribution,
         version=__version__,
-        key_id=key_ids.pop(),
-        splits=[{"name": n, "clips": s.clips, "snr_db": s.snr_db} for n, s in splits.items()],
+        key_id=key_id,
+        splits=[_split_row(n, s) for n, s in splits.items()],
         encoding="32-bit float WAV (lossless: the stored audio is exactly what the transform computed)",
         config=first.config,
-        evaluation=evaluation_markdown,
-        license_text=license_text,
+        evaluation=evaluation,
+        goal=f"{100 * GOAL_ACCURACY:.0f} %",
     )
+    if key is not None:
+        key.assert_not_in(text.encode(), "the dataset card")
+    return text
 
 
+def _fmt(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def _split_row(name: str, s: ProtectionSummary) -> dict[str, Any]:
+    q = s.quality or {}
+    return {
+        "name": name,
+        "clips": s.clips,
+        "classes": s.classes,
+        "snr_db": _fmt(s.snr_db, 1),
+        "snr_clips": s.snr_clips,
+        "segmental_snr_db": _fmt(q.get("segmental_snr_db"), 1),
+        "lsd_db": _fmt(q.get("lsd_db"), 2),
+        "pesq": _fmt(q.get("pesq"), 2),
+        "stoi": _fmt(q.get("stoi"), 2),
+        "quality_clips": q.get("clips", 0),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], key_id: str) -> dict[str, Any]:
+    entry = evaluation_for(report, config)
+    models = []
+    for label, run in entry["models"].items():
+        clean, prot = run["clean"]["test_accuracy"], run["protected"]["test_accuracy"]
+        models.append({"name": label, "clean": _pct(clean), "protected": _pct(prot), "held": prot <= GOAL_ACCURACY})
+    attacks = []
+    for name, result in (entry.get("attacks") or {}).items():
+        cells = []
+        for label, run in entry["models"].items():
+            attacked = result["models"].get(label)
+            if attacked is None:
+                cells.append("n/a")
+            else:
+                delta = 100 * (attacked["test_accuracy"] - run["protected"]["test_accuracy"])
+                cells.append(f"{_pct(attacked['test_accuracy'])} ({delta:+.1f})")
+        attacks.append({"name": name, "kind": result["kind"], "description": result["description"],
+                        "pesq": _fmt(result.get("quality", {}).get("pesq"), 2), "cells": cells})
+    q = entry.get("quality", {})
+    return {
+        "dataset": report.get("dataset", "?"),
+        "setting": entry.get("name"),
+        "train_clips": entry.get("train_clips"),
+        "test_clips": entry.get("test_clips"),
+        "seed": report.get("recipe", {}).get("seed"),
+        "same_key": entry.get("key_id") == key_id,
+        "pesq": _fmt(q.get("pesq"), 2),
+        "snr_db": _fmt(q.get("snr_db_overall"), 1),
+        "models": models,
+        "all_held": all(m["held"] for m in models),
+        "attacks": attacks,
+        "model_names": [m["name"] for m in models],
+    }

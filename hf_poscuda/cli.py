@@ -21,7 +21,7 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="Private key file (create one with `hf-poscuda keygen`).")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Protection preset: default, paper or cuda.")]
+PresetOpt = Annotated[str, typer.Option("--preset", help="Protection preset: default, patches, paper or cuda.")]
 AudioColOpt = Annotated[str, typer.Option("--audio-column", help="Name of the Audio column.")]
 LabelColOpt = Annotated[str, typer.Option("--label-column", help="Name of the label column.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows per map batch.")]
@@ -35,9 +35,12 @@ def cli_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .hub import HubPushError
+        from .key import SecretLeakError
+
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, ImportError) as err:
+        except (ValueError, FileNotFoundError, ImportError, PermissionError, HubPushError, SecretLeakError) as err:
             typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
 
@@ -53,50 +56,230 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 @cli_errors
 def keygen(
     path: Annotated[Path, typer.Argument(help="Where to write the new key (created 0600).")],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing key file.")] = False,
+    force: Annotated[bool, typer.Option("--force", "--overwrite", help="Replace an existing key file.")] = False,
 ) -> None:
     """Create a new private key file and print its public key id."""
     from .key import PosCUDAKey
 
     key = PosCUDAKey.generate()
-    key.save(path, overwrite=overwrite)
+    key.save(path, overwrite=force)
     typer.echo(f"Wrote key {key.key_id} to {path} (mode 0600). Keep it private and backed up.")
+
+
+def _config(
+    preset: str, kernel_size: int | None, blur_factor: float | None, filter_family: str | None,
+    placement: str | None, num_patches: int | None, patch_seconds: float | None,
+) -> Any:
+    from .config import PosCUDAConfig
+
+    overrides = {
+        "kernel_size": kernel_size, "blur_factor": blur_factor, "filter_family": filter_family,
+        "placement": placement, "num_patches": num_patches, "patch_seconds": patch_seconds,
+    }
+    return PosCUDAConfig.from_preset(preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _protect_source(
+    source: str, key: Path, splits: list[str] | None, config_name: str | None, knobs: dict[str, Any],
+    audio_column: str, label_column: str, batch_size: int, num_proc: int | None, device: str | None,
+    output_format: str = "wav", quality_clips: int = 50,
+) -> tuple[Any, Any, dict[str, Any]]:
+    from .data import load_audio_dataset
+    from .key import PosCUDAKey
+    from .protect import protect_splits
+
+    secret = PosCUDAKey.load(key)
+    dataset = load_audio_dataset(source, config=config_name)
+    protected, summaries = protect_splits(
+        dataset, secret, _config(**knobs), splits, audio_column=audio_column, label_column=label_column,
+        batch_size=batch_size, num_proc=num_proc, device=device, output_format=output_format,  # type: ignore[arg-type]
+        quality_clips=quality_clips,
+    )
+    for name, summary in summaries.items():
+        typer.echo(f"[{name}] {summary.format()}")
+    return secret, protected, summaries
+
+
+SplitOpt = Annotated[
+    list[str] | None, typer.Option("--split", help="Split to protect (repeatable; default: all splits).")
+]
+ConfigNameOpt = Annotated[str | None, typer.Option("--config", help="Config of a Hub source dataset.")]
+KernelOpt = Annotated[int | None, typer.Option("--kernel-size", help="Override: filter taps (odd).")]
+BlurOpt = Annotated[float | None, typer.Option("--blur-factor", help="Override: tap range U(0, b) / U(-b, b).")]
+FamilyOpt = Annotated[str | None, typer.Option("--filter-family", help="Override: uniform or signed.")]
+PlacementOpt = Annotated[str | None, typer.Option("--placement", help="Override: whole, active, relative, absolute.")]
+PatchesOpt = Annotated[int | None, typer.Option("--num-patches", help="Override: patches per clip.")]
+PatchSecondsOpt = Annotated[float | None, typer.Option("--patch-seconds", help="Override: patch length (s).")]
+LicenseOpt = Annotated[
+    str | None, typer.Option("--license", help="License id for the card (default: the source card's license).")
+]
+EvalReportOpt = Annotated[
+    Path | None, typer.Option("--eval-report", help="report.json from `hf-poscuda evaluate`, put on the card.")
+]
+QualityClipsOpt = Annotated[int, typer.Option("--quality-clips", min=0, help="Clips per split scored for the card.")]
 
 
 @app.command(
     epilog="Examples:\n\n  hf-poscuda protect ./my_dataset ./my_dataset_protected --key my.key --split train\n\n"
-    "  hf-poscuda protect user/speech ./protected --key my.key --split train --preset paper"
+    "  hf-poscuda protect user/speech ./protected --key my.key --preset paper"
 )
 @cli_errors
 def protect(
     source: Annotated[str, typer.Argument(help="save_to_disk folder, audiofolder folder or Hub dataset id.")],
-    output: Annotated[Path, typer.Argument(help="Folder to save_to_disk the protected split into.")],
+    output: Annotated[Path, typer.Argument(help="Folder to save_to_disk the protected splits into.")],
     key: KeyOpt,
-    split: Annotated[str, typer.Option("--split", help="Split to protect.")] = "train",
+    split: SplitOpt = None,
+    config_name: ConfigNameOpt = None,
     preset: PresetOpt = "default",
+    kernel_size: KernelOpt = None,
+    blur_factor: BlurOpt = None,
+    filter_family: FamilyOpt = None,
+    placement: PlacementOpt = None,
+    num_patches: PatchesOpt = None,
+    patch_seconds: PatchSecondsOpt = None,
     audio_column: AudioColOpt = "audio",
     label_column: LabelColOpt = "label",
     batch_size: BatchOpt = 100,
     num_proc: NumProcOpt = None,
     device: DeviceOpt = None,
     output_format: FormatOpt = "wav",
+    quality_clips: QualityClipsOpt = 0,
 ) -> None:
-    """Protect one split of a dataset and save it with save_to_disk."""
-    from .config import PosCUDAConfig
-    from .data import load_audio_dataset
-    from .key import PosCUDAKey
-    from .protect import protect_dataset
+    """Protect the chosen splits of a dataset and save them with save_to_disk (plus poscuda_summary.json)."""
+    from .hub import check_key_outside
 
-    secret = PosCUDAKey.load(key)
-    dataset = load_audio_dataset(source, split=split)
-    protected, summary = protect_dataset(
-        dataset, secret, PosCUDAConfig.from_preset(preset), audio_column=audio_column, label_column=label_column,
-        batch_size=batch_size, num_proc=num_proc, device=device, output_format=output_format,  # type: ignore[arg-type]
+    check_key_outside(key, output, "written")
+    knobs = dict(preset=preset, kernel_size=kernel_size, blur_factor=blur_factor, filter_family=filter_family,
+                 placement=placement, num_patches=num_patches, patch_seconds=patch_seconds)
+    _, protected, summaries = _protect_source(
+        source, key, split, config_name, knobs, audio_column, label_column, batch_size, num_proc, device,
+        output_format, quality_clips,
     )
     protected.save_to_disk(str(output))
-    (output / "poscuda_summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
-    typer.echo(summary.format())
+    (output / "poscuda_summary.json").write_text(
+        json.dumps({name: s.to_dict() for name, s in summaries.items()}, indent=2)
+    )
     typer.echo(f"Saved to {output}")
+
+
+@app.command(
+    epilog="Examples:\n\n  hf-poscuda push ./my_dataset me/my-dataset-protected --key my.key\n\n"
+    "  hf-poscuda push user/speech me/speech-protected --key my.key --split train --private "
+    "--eval-report results/report.json"
+)
+@cli_errors
+def push(
+    source: Annotated[str, typer.Argument(help="save_to_disk folder, audiofolder folder or Hub dataset id.")],
+    repo_id: Annotated[str, typer.Argument(help="Hub dataset repo to push to, 'namespace/name'.")],
+    key: KeyOpt,
+    split: SplitOpt = None,
+    config_name: ConfigNameOpt = None,
+    hub_config_name: Annotated[
+        str, typer.Option("--config-name", help="Config name to push the protected data under.")
+    ] = "default",
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+    private: Annotated[bool | None, typer.Option("--private/--public", help="Visibility of a new repo.")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Hub token (default: HF_TOKEN or `hf auth login`).")] = None,
+    revision: Annotated[str | None, typer.Option("--revision", help="Branch to push to (default: main).")] = None,
+    commit_message: Annotated[str | None, typer.Option("--commit-message", help="Message of the data commits.")] = None,
+    license: LicenseOpt = None,
+    pretty_name: Annotated[str | None, typer.Option("--pretty-name", help="Title of the card.")] = None,
+    attribution: Annotated[str | None, typer.Option("--attribution", help="Attribution text for the card.")] = None,
+    eval_report: EvalReportOpt = None,
+    preset: PresetOpt = "default",
+    kernel_size: KernelOpt = None,
+    blur_factor: BlurOpt = None,
+    filter_family: FamilyOpt = None,
+    placement: PlacementOpt = None,
+    num_patches: PatchesOpt = None,
+    patch_seconds: PatchSecondsOpt = None,
+    batch_size: BatchOpt = 100,
+    num_proc: NumProcOpt = None,
+    device: DeviceOpt = None,
+    quality_clips: QualityClipsOpt = 50,
+) -> None:
+    """Protect a dataset and push it to the Hub with an auto-generated dataset card. The key stays here."""
+    from .data import source_info
+    from .hub import check_key_outside, push_protected
+
+    if Path(source).is_dir():
+        check_key_outside(key, source, "read and uploaded")
+    report = _read_report(eval_report)
+    info = source_info(source)
+    knobs = dict(preset=preset, kernel_size=kernel_size, blur_factor=blur_factor, filter_family=filter_family,
+                 placement=placement, num_patches=num_patches, patch_seconds=patch_seconds)
+    secret, protected, summaries = _protect_source(
+        source, key, split, config_name, knobs, audio_column, label_column, batch_size, num_proc, device,
+        "wav", quality_clips,
+    )
+    result = push_protected(
+        protected, summaries, repo_id, secret, license=license or info.license, source=info.name,
+        source_is_hub=info.is_hub, pretty_name=pretty_name, attribution=attribution or info.attribution,
+        evaluation_report=report, config_name=hub_config_name, private=private, token=token, revision=revision,
+        commit_message=commit_message,
+    )
+    typer.echo(f"Pushed {', '.join(result.pushed)} to {result.url} (key id {secret.key_id}).")
+
+
+@app.command(
+    epilog="Example: hf-poscuda card ./my_dataset --key my.key --license cc-by-4.0 --eval-report report.json "
+    "-o README.md"
+)
+@cli_errors
+def card(
+    source: Annotated[str, typer.Argument(help="save_to_disk folder, audiofolder folder or Hub dataset id.")],
+    key: KeyOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the card.")] = Path("README.md"),
+    split: SplitOpt = None,
+    config_name: ConfigNameOpt = None,
+    repo_id: Annotated[str | None, typer.Option("--repo-id", help="Repo id shown in the loading snippet.")] = None,
+    license: LicenseOpt = None,
+    pretty_name: Annotated[str | None, typer.Option("--pretty-name", help="Title of the card.")] = None,
+    attribution: Annotated[str | None, typer.Option("--attribution", help="Attribution text for the card.")] = None,
+    eval_report: EvalReportOpt = None,
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+    preset: PresetOpt = "default",
+    kernel_size: KernelOpt = None,
+    blur_factor: BlurOpt = None,
+    filter_family: FamilyOpt = None,
+    placement: PlacementOpt = None,
+    num_patches: PatchesOpt = None,
+    patch_seconds: PatchSecondsOpt = None,
+    device: DeviceOpt = None,
+    quality_clips: QualityClipsOpt = 50,
+) -> None:
+    """Protect in memory (nothing is saved or uploaded) and write the dataset card that `push` would publish."""
+    from .card import render_card
+    from .data import source_info
+
+    report = _read_report(eval_report)
+    info = source_info(source)
+    if not (license or info.license):
+        raise ValueError("The source's license is unknown; pass --license with its license id (e.g. cc-by-4.0).")
+    knobs = dict(preset=preset, kernel_size=kernel_size, blur_factor=blur_factor, filter_family=filter_family,
+                 placement=placement, num_patches=num_patches, patch_seconds=patch_seconds)
+    secret, _, summaries = _protect_source(
+        source, key, split, config_name, knobs, audio_column, label_column, 100, None, device, "wav", quality_clips
+    )
+    text = render_card(
+        summaries, license=license or info.license, repo_id=repo_id, source=info.name, source_is_hub=info.is_hub,
+        pretty_name=pretty_name, attribution=attribution or info.attribution, evaluation_report=report, key=secret,
+    )
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"Wrote the dataset card to {output}")
+
+
+def _read_report(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise FileNotFoundError(f"Evaluation report {str(path)!r} not found (hf-poscuda evaluate writes report.json).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err.msg}); pass the report.json of hf-poscuda evaluate.")
 
 
 @app.command(epilog="Example: hf-poscuda demo --output ./protected-fsdd-mini")
@@ -138,7 +321,8 @@ def demo(
 @app.command(
     epilog="Examples:\n\n  hf-poscuda evaluate ../shared/data/fsdd/recordings --output results/fsdd\n\n"
     "  hf-poscuda evaluate ./my_dataset --key my.key --preset default --preset cuda --models logmel_cnn,ast-small\n\n"
-    "  hf-poscuda evaluate ./my_dataset --models wav2vec2:./local-wav2vec2-checkpoint --hf-epochs 5"
+    "  hf-poscuda evaluate ./my_dataset --models wav2vec2:./local-wav2vec2-checkpoint --hf-epochs 5\n\n"
+    "  hf-poscuda evaluate ./my_dataset --key my.key --attack mp3 --attack time_shift --attack noise-20db"
 )
 @cli_errors
 def evaluate(
@@ -163,9 +347,18 @@ def evaluate(
     audio_column: AudioColOpt = "audio",
     label_column: LabelColOpt = "label",
     quality_clips: Annotated[int, typer.Option("--quality-clips", min=1, help="Clips for PESQ/STOI/SNR.")] = 100,
+    attacks: Annotated[
+        list[str] | None,
+        typer.Option("--attack", help="Countermeasure to train under (repeatable; 'all' for every one): "
+                     "time_shift, random_crop, resample, lowpass, bandlimit, mp3, opus, noise-30db, noise-20db, "
+                     "noise-10db, preemphasis, sharpen, mixup, specaugment."),
+    ] = None,
 ) -> None:
     """Train models on clean vs protected train audio and report clean-test accuracy, quality and plots."""
     from datasets import DatasetDict
+
+    from .data import source_name
+    from .evaluation import ATTACKS
 
     from .config import PosCUDAConfig
     from .data import load_audio_dataset
@@ -179,9 +372,10 @@ def evaluate(
     report = run_evaluation(
         dataset, secret, {name: PosCUDAConfig.from_preset(name) for name in (presets or ["default"])},
         [ModelSpec.parse(m.strip()) for m in models.split(",") if m.strip()],
-        TrainingRecipe(epochs=epochs, hf_epochs=hf_epochs, seed=seed), dataset_name=source, output=str(output),
-        train_split=train_split, test_split=test_split, audio_column=audio_column, label_column=label_column,
-        quality_clips=quality_clips,
+        TrainingRecipe(epochs=epochs, hf_epochs=hf_epochs, seed=seed), dataset_name=source_name(source),
+        output=str(output), train_split=train_split, test_split=test_split, audio_column=audio_column,
+        label_column=label_column, quality_clips=quality_clips,
+        attacks=list(ATTACKS) if attacks and "all" in attacks else list(attacks or []),
     )
     typer.echo(report_markdown(report))
     typer.echo(f"Key id {secret.key_id}. Wrote report.json, report.md and plots to {output}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,13 @@ def load_fsdd_mini() -> DatasetDict:
     return load_fsdd(fsdd_mini_path())
 
 
-def load_audio_dataset(source: str, split: str | None = None) -> Dataset | DatasetDict:
+def load_audio_dataset(source: str, split: str | None = None, config: str | None = None) -> Dataset | DatasetDict:
     """Load a dataset from a ``save_to_disk`` folder, an audiofolder folder, an FSDD recordings folder, or a Hub id.
 
     Args:
         source (`str`): a local folder or a Hub dataset id (``"user/name"``).
         split (`str`, *optional*): return only this split.
+        config (`str`, *optional*): the Hub dataset's config name.
 
     Raises:
         ValueError: the source or split does not exist; the message lists what does.
@@ -109,7 +111,7 @@ def load_audio_dataset(source: str, split: str | None = None) -> Dataset | Datas
     else:
         if source.startswith((".", "/", "~")) or source.count("/") > 1:
             raise ValueError(f"Local folder {source!r} does not exist.")
-        loaded = load_dataset(source)
+        loaded = load_dataset(source, config)
     if split is None:
         return loaded
     if isinstance(loaded, Dataset):
@@ -117,3 +119,63 @@ def load_audio_dataset(source: str, split: str | None = None) -> Dataset | Datas
     if split not in loaded:
         raise ValueError(f"Split {split!r} not found in {source!r}; available splits: {list(loaded)}.")
     return loaded[split]
+
+
+FSDD_LICENSE = "cc-by-sa-4.0"
+FSDD_ATTRIBUTION = (
+    "Audio from the Free Spoken Digit Dataset (FSDD) by Zohar Jackson et al., "
+    "https://github.com/Jakobovski/free-spoken-digit-dataset, licensed CC BY-SA 4.0. Changes: every clip was "
+    "filtered by PosCUDA as described above."
+)
+
+
+@dataclass
+class SourceInfo:
+    """What is known about where a dataset came from, for its card.
+
+    Args:
+        name (`str`): a Hub id, or a local folder's name (never its full path: that could reveal private details).
+        is_hub (`bool`): whether ``name`` is a Hub dataset id.
+        license (`str`, *optional*): the license id, when the source states it.
+        attribution (`str`, *optional*): attribution text the license asks for, when known.
+    """
+
+    name: str
+    is_hub: bool
+    license: str | None = None
+    attribution: str | None = None
+
+
+def source_name(source: str) -> str:
+    """How to name ``source`` in public text: a Hub id as is, a local folder by its name only (not its path)."""
+    path = Path(source)
+    return path.resolve().name if path.exists() else source
+
+
+def source_info(source: str) -> SourceInfo:
+    """Find the license of ``source``: the YAML of its README.md (a Hub card or a local folder's README.md);
+    FSDD recordings folders are known to be CC BY-SA 4.0. Unknown stays ``None`` (the caller must ask)."""
+    from huggingface_hub import DatasetCard
+
+    path = Path(source)
+    if path.is_dir():
+        info = SourceInfo(source_name(source), is_hub=False)
+        if is_fsdd_folder(path) or path.resolve() == fsdd_mini_path().resolve():
+            return SourceInfo(info.name, False, FSDD_LICENSE, FSDD_ATTRIBUTION)
+        readme = path / "README.md"
+        if readme.is_file():
+            info.license = _license_of(DatasetCard.load(readme).data.to_dict())
+        return info
+    info = SourceInfo(source, is_hub=True)
+    try:
+        info.license = _license_of(DatasetCard.load(source, repo_type="dataset").data.to_dict())
+    except Exception as err:  # no card, offline, gated...: the caller asks for --license
+        logger.info("Could not read the card of %s (%s); its license is unknown.", source, type(err).__name__)
+    return info
+
+
+def _license_of(metadata: dict[str, Any]) -> str | None:
+    value = metadata.get("license")
+    if isinstance(value, list):
+        value = value[0] if len(value) == 1 else None
+    return value if isinstance(value, str) and value else None

@@ -28,6 +28,10 @@ class KeyFileError(ValueError):
     """A key file is missing, readable by other users, or not a PosCUDA key file."""
 
 
+class SecretLeakError(RuntimeError):
+    """Something about to be written or uploaded contains the secret key (the message never contains it)."""
+
+
 class PosCUDAKey:
     """A PosCUDA private key.
 
@@ -118,7 +122,7 @@ class PosCUDAKey:
         except FileExistsError:
             raise KeyFileError(
                 f"Key file {str(p)!r} already exists; refusing to overwrite it. Pass overwrite=True "
-                "(CLI: --overwrite) or choose another path."
+                "(CLI: --force) or choose another path."
             ) from None
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask and ignored for existing files
@@ -127,6 +131,29 @@ class PosCUDAKey:
             os.close(fd)
         logger.info("Saved PosCUDA key %s to %s", self.key_id, p)
         return p
+
+    # ------------------------------------------------------------------ leak checks
+    def secret_forms(self) -> tuple[bytes, ...]:
+        """Every encoding of the secret worth scanning for: raw, hex (both cases), base64 and base64url
+        (padded or not), and the key file's own line."""
+        import base64
+
+        forms = {self._secret, self._secret.hex().encode(), self._secret.hex().upper().encode()}
+        for encoded in (base64.b64encode(self._secret), base64.urlsafe_b64encode(self._secret)):
+            forms |= {encoded, encoded.rstrip(b"=")}
+        return tuple(sorted(forms))
+
+    def appears_in(self, data: bytes) -> bool:
+        """Whether any form of the secret (see :meth:`secret_forms`) occurs in ``data``."""
+        return any(form in data for form in self.secret_forms())
+
+    def assert_not_in(self, data: bytes, what: str) -> None:
+        """Raise :class:`SecretLeakError` if ``data`` holds the secret in any form; ``what`` names the data."""
+        if self.appears_in(data):
+            raise SecretLeakError(
+                f"Refusing to continue: {what} contains the private key (key id {self.key_id}). Nothing was uploaded "
+                "from it. Do not put the key in dataset columns, card text or file names."
+            )
 
     # ------------------------------------------------------------------ public identity
     @property

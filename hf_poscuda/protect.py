@@ -9,12 +9,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from datasets import Audio, Dataset
+from datasets import Audio, Dataset, DatasetDict
 
 from .config import PosCUDAConfig
 from .hf import OutputFormat, PosCUDA
 from .key import PosCUDAKey
-from .quality import paired_clips
+from .quality import measure_quality, paired_clips
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ class ProtectionSummary:
         key_id (`str`): public key id.
         label_names (`list[str]`, *optional*): the class-name order used.
         config (`dict`): the protection knobs.
+        quality (`dict`, *optional*): audio-quality means from :func:`~hf_poscuda.quality.measure_quality` on up to
+            ``quality_clips`` clips (PESQ/STOI only when the ``eval`` extra is installed).
     """
 
     clips: int
@@ -44,6 +46,7 @@ class ProtectionSummary:
     key_id: str
     label_names: list[str] | None
     config: dict[str, Any]
+    quality: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +71,7 @@ def protect_dataset(
     device: str | None = None,
     output_format: OutputFormat = "wav",
     snr_clips: int = 500,
+    quality_clips: int = 0,
 ) -> tuple[Dataset, ProtectionSummary]:
     """Protect every row of ``dataset`` and return it with a :class:`ProtectionSummary`.
 
@@ -84,6 +88,8 @@ def protect_dataset(
         device (`str`, *optional*): compute device; ``None`` = CUDA when available.
         output_format (`str`, defaults to `"wav"`): ``"wav"`` (float32) or ``"flac"`` (24-bit).
         snr_clips (`int`, defaults to `500`): how many clips (evenly spaced) the summary's SNR is measured on.
+        quality_clips (`int`, defaults to `0`): how many clips (evenly spaced) to score with
+            :func:`~hf_poscuda.quality.measure_quality` for the summary's ``quality`` (0: skip).
 
     Raises:
         ValueError: empty split, missing/wrong columns, bad labels or audio (message says how to fix it).
@@ -102,6 +108,7 @@ def protect_dataset(
     protected = raw.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc, desc="PosCUDA protecting")
     seconds = time.perf_counter() - start
     snr, measured = _dataset_snr(raw, protected, audio_column, snr_clips)
+    quality = measure_quality(raw, protected, quality_clips, audio_column) if quality_clips > 0 else None
     protected = protected.cast_column(audio_column, original_feature)
     summary = ProtectionSummary(
         clips=len(protected),
@@ -113,6 +120,7 @@ def protect_dataset(
         key_id=key.key_id,
         label_names=list(fn.label_names) if fn.label_names is not None else None,
         config=fn.config.to_dict(),
+        quality=quality,
     )
     logger.info("Protected %s", summary.format())
     return protected, summary
@@ -127,3 +135,34 @@ def _dataset_snr(raw: Dataset, protected: Dataset, column: str, max_clips: int) 
         noise += float(((y.astype(np.float64) - x) ** 2).sum())
         clips += 1
     return (10 * math.log10(signal / noise) if noise > 0 else math.inf), clips
+
+
+def protect_splits(
+    dataset: Dataset | DatasetDict,
+    key: PosCUDAKey,
+    config: PosCUDAConfig | None = None,
+    splits: list[str] | None = None,
+    **kwargs: Any,
+) -> tuple[DatasetDict, dict[str, ProtectionSummary]]:
+    """Protect several splits with one key and config; see :func:`protect_dataset` for ``kwargs``.
+
+    Args:
+        dataset (`Dataset` or `DatasetDict`): a single split is treated as ``{"train": dataset}``.
+        splits (`list[str]`, *optional*): which splits; default all, in the dataset's order.
+
+    Raises:
+        ValueError: an unknown split name (the message lists the available ones) or a duplicate.
+    """
+    if isinstance(dataset, Dataset):
+        dataset = DatasetDict({"train": dataset})
+    names = list(dataset) if not splits else list(splits)
+    missing = [s for s in names if s not in dataset]
+    if missing:
+        raise ValueError(f"Split(s) {missing} not found; available splits: {list(dataset)}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each split can be protected once; got {names}.")
+    out, summaries = DatasetDict(), {}
+    for name in names:
+        out[name], summaries[name] = protect_dataset(dataset[name], key, config, **kwargs)
+        logger.info("[%s] %s", name, summaries[name].format())
+    return out, summaries

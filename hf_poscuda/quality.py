@@ -129,6 +129,53 @@ def stoi_score(original: np.ndarray, protected: np.ndarray, sampling_rate: int) 
     return math.nan if score <= 1e-5 else score  # pystoi returns 1e-5 when too few non-silent frames remain
 
 
+def measure_quality(
+    original: Any, protected: Any, max_clips: int = 100, audio_column: str = "audio", perceptual: bool | None = None
+) -> dict[str, Any]:
+    """Mean PESQ, STOI (clips >= 0.4 s), SNR, segmental SNR and log-spectral distance on evenly spaced clips.
+
+    Args:
+        original (`datasets.Dataset`), protected (`datasets.Dataset`): the same rows before and after protection.
+        max_clips (`int`, defaults to `100`): how many evenly spaced clips to score.
+        audio_column (`str`, defaults to `"audio"`): the Audio column.
+        perceptual (`bool`, *optional*): also score PESQ and STOI; by default only when the optional ``pesq``
+            and ``pystoi`` packages are installed (otherwise those metrics are NaN).
+
+    Returns:
+        `dict`: ``{metric: mean}`` for ``pesq``, ``stoi``, ``snr_db``, ``segmental_snr_db``, ``lsd_db``, plus
+        ``{metric}_clips`` (clips the metric could score), ``snr_db_overall`` (energy ratio over all clips) and
+        ``clips``.
+    """
+    if perceptual is None:
+        perceptual = _have("pesq") and _have("pystoi")
+    scores: dict[str, list[float]] = {"pesq": [], "stoi": [], "snr_db": [], "segmental_snr_db": [], "lsd_db": []}
+    signal = noise = 0.0
+    clips = 0
+    for x, y, sr in paired_clips(original, protected, max_clips, audio_column):
+        scores["pesq"].append(pesq_score(x, y, sr) if perceptual else math.nan)
+        scores["stoi"].append(stoi_score(x, y, sr) if perceptual else math.nan)
+        scores["snr_db"].append(snr_db(x, y))
+        scores["segmental_snr_db"].append(segmental_snr_db(x, y, sr))
+        scores["lsd_db"].append(log_spectral_distance(x, y))
+        signal += float((x.astype(np.float64) ** 2).sum())
+        noise += float(((y.astype(np.float64) - x) ** 2).sum())
+        clips += 1
+    out: dict[str, Any] = {"clips": clips}
+    for name, values in scores.items():
+        v = np.asarray(values, dtype=np.float64)
+        v = v[np.isfinite(v)]
+        out[name] = float(v.mean()) if len(v) else math.nan
+        out[f"{name}_clips"] = int(len(v))
+    out["snr_db_overall"] = 10 * math.log10(signal / noise) if noise > 0 else math.inf
+    return out
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     from scipy.signal import resample_poly
 

@@ -1,13 +1,36 @@
 from __future__ import annotations
 
-import io
+import os
+import socket
+import tempfile
 
-import numpy as np
-import pytest
-import soundfile as sf
-from datasets import Audio, ClassLabel, Dataset, Features, Value
 
-from hf_poscuda import PosCUDAKey
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Before datasets / huggingface_hub are imported (both read these at import time): every Hub call of the test
+# session goes to the local test Hub (tests/hub_server.py), never to huggingface.co, and caches go to a temp dir.
+HUB_PORT = _free_port()
+HUB_TOKEN = "hf_test_token_of_alice"
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-poscuda-tests-hf-home-")
+os.environ["HF_TOKEN"] = HUB_TOKEN
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_DATASETS_OFFLINE", None)
+
+import io  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+from datasets import Audio, ClassLabel, Dataset, Features, Value  # noqa: E402
+
+from hf_poscuda import PosCUDAKey  # noqa: E402
+from tests.hub_server import HubServer  # noqa: E402
 
 
 def wav_bytes(array: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
@@ -64,3 +87,17 @@ def other_key() -> PosCUDAKey:
 @pytest.fixture
 def dataset() -> Dataset:
     return make_dataset()
+
+
+@pytest.fixture(scope="session")
+def _hub_session():
+    server = HubServer(HUB_PORT, tokens={HUB_TOKEN: "alice", "hf_test_token_of_bob": "bob"}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub(_hub_session):
+    """The local test Hub (empty at the start of each test); the session's HF_TOKEN belongs to user "alice"."""
+    _hub_session.reset()
+    return _hub_session

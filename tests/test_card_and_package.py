@@ -7,26 +7,98 @@ import zipfile
 import pytest
 import yaml
 
-from hf_poscuda.card import render_card, template_text
-from hf_poscuda.protect import protect_dataset
+import os
+from pathlib import Path
+
+from hf_poscuda import PosCUDAConfig
+from hf_poscuda.card import card_metadata, render_card, size_category, template_text
+from hf_poscuda.key import SecretLeakError
+from hf_poscuda.protect import ProtectionSummary, protect_dataset
 from tests.conftest import make_dataset
+
+GOLDEN = Path(__file__).parent / "golden" / "dataset_card.md"
 
 
 def test_card_renders_measured_numbers_and_no_secret(key):
-    _, summary = protect_dataset(make_dataset(6), key)
-    card = render_card({"train": summary}, source="user/speech", license="cc-by-4.0")
+    _, summary = protect_dataset(make_dataset(6), key, quality_clips=6)
+    card = render_card({"train": summary}, source="user/speech", source_is_hub=True, license="cc-by-4.0", key=key)
     header = yaml.safe_load(card.split("---")[1])
     assert header["license"] == "cc-by-4.0" and "poscuda" in header["tags"]
-    assert f"`{key.key_id}`" in card and f"6 clips, SNR {summary.snr_db:.1f} dB" in card
+    assert header["source_datasets"] == ["user/speech"]
+    q = summary.quality
+    assert f"`{key.key_id}`" in card
+    assert f"| `train` | 6 | 4 | {summary.snr_db:.1f} | {q['segmental_snr_db']:.1f} | {q['lsd_db']:.2f} |" in card
     assert bytes(range(32)).hex() not in card
     assert "Not measured for this dataset" in card  # no evaluation given: the card must not claim success
 
 
-def test_card_needs_one_key(key, other_key):
+def test_card_refuses_to_carry_the_secret(key):
+    _, summary = protect_dataset(make_dataset(4), key)
+    with pytest.raises(SecretLeakError) as info:
+        render_card({"train": summary}, license="mit", pretty_name=key._secret.hex(), key=key)
+    assert key._secret.hex() not in str(info.value)
+
+
+def test_card_needs_one_key_and_one_setting(key, other_key):
     _, a = protect_dataset(make_dataset(4), key)
     _, b = protect_dataset(make_dataset(4), other_key)
     with pytest.raises(ValueError, match="one key"):
-        render_card({"train": a, "test": b})
+        render_card({"train": a, "test": b}, license="mit")
+    _, c = protect_dataset(make_dataset(4), key, PosCUDAConfig.from_preset("cuda"))
+    with pytest.raises(ValueError, match="same parameters"):
+        render_card({"train": a, "test": c}, license="mit")
+
+
+def test_card_metadata_keeps_what_push_to_hub_wrote(key):
+    summary = _summary("a" * 16, clips=1500)
+    existing = {"dataset_info": {"splits": [{"name": "train"}]}, "configs": [{"config_name": "default"}],
+                "tags": ["speech"], "license": "old"}
+    data = card_metadata({"train": summary}, license="cc-by-4.0", pretty_name="X", existing=existing).to_dict()
+    assert data["dataset_info"] == existing["dataset_info"] and data["configs"] == existing["configs"]
+    assert data["tags"][0] == "speech" and "unlearnable" in data["tags"] and data["license"] == "cc-by-4.0"
+    assert data["size_categories"] == ["1K<n<10K"]
+    assert [size_category(n) for n in (0, 999, 1000, 10**5, 2 * 10**9)] == [
+        "n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "1B<n<10B"
+    ]
+    with pytest.raises(ValueError, match="license"):
+        card_metadata({"train": summary}, license="", pretty_name="X")
+
+
+def _summary(key_id: str, clips: int = 2700, **quality: float) -> ProtectionSummary:
+    return ProtectionSummary(
+        clips=clips, classes=10, seconds=1.0, clips_per_second=float(clips), snr_db=0.91, snr_clips=500,
+        key_id=key_id, label_names=[str(i) for i in range(10)], config=PosCUDAConfig().to_dict(),
+        quality={"segmental_snr_db": 2.04, "lsd_db": 3.456, "pesq": 4.27, "stoi": 0.981, "clips": 50, **quality},
+    )
+
+
+def test_golden_card():
+    """Pins the whole rendered card (fixed inputs). Regenerate with HF_POSCUDA_UPDATE_GOLDEN=1 after a deliberate
+    template change, and read the diff."""
+    run = lambda acc: {"test_accuracy": acc}  # noqa: E731
+    report = {
+        "dataset": "Free Spoken Digit Dataset (official split)", "recipe": {"seed": 0},
+        "settings": [{
+            "name": "default", "config": PosCUDAConfig().to_dict(), "key_id": "0123456789abcdef",
+            "train_clips": 2700, "test_clips": 300, "quality": {"pesq": 4.27, "snr_db_overall": 0.9},
+            "models": {"logmel_cnn": {"clean": run(1.0), "protected": run(0.387)},
+                       "raw_cnn": {"clean": run(0.947), "protected": run(0.193)}},
+            "attacks": {"lowpass": {"kind": "preprocess", "description": "low-pass at 2 kHz", "quality": {"pesq": 3.1},
+                                    "models": {"logmel_cnn": run(0.9), "raw_cnn": run(0.5)}},
+                        "specaugment": {"kind": "augment", "description": "SpecAugment", "quality": {"pesq": None},
+                                        "models": {"logmel_cnn": run(0.3)}}},
+        }],
+    }
+    card = render_card(
+        {"train": _summary("0123456789abcdef"), "test": _summary("0123456789abcdef", clips=300, pesq=float("nan"))},
+        license="cc-by-sa-4.0", repo_id="alice/fsdd-protected", source="alice/fsdd", source_is_hub=True,
+        attribution="Audio from FSDD (CC BY-SA 4.0).", evaluation_report=report,
+    )
+    card = card.replace(f"hf-poscuda {__import__('hf_poscuda').__version__}", "hf-poscuda VERSION")
+    if os.environ.get("HF_POSCUDA_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(exist_ok=True)
+        GOLDEN.write_text(card, encoding="utf-8")
+    assert card == GOLDEN.read_text(encoding="utf-8")
 
 
 def test_wheel_ships_cards_data_and_py_typed(tmp_path):

@@ -35,11 +35,17 @@ def test_protect_saved_dataset(tmp_path, key_file):
     out = tmp_path / "out"
     result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(out), "--key", str(key_file), "--batch-size", "3"])
     assert result.exit_code == 0, result.output
-    assert "clips: 10" in result.output and "classes: 4" in result.output
+    assert "[train] clips: 10 | classes: 4" in result.output and "[test] clips: 4" in result.output  # all splits
     protected = load_from_disk(str(out))
-    assert len(protected) == 10 and protected.features == make_dataset(1).features
+    assert len(protected["train"]) == 10 and protected["train"].features == make_dataset(1).features
     summary = json.loads((out / "poscuda_summary.json").read_text())
-    assert summary["key_id"] == PosCUDAKey.load(key_file).key_id and summary["snr_db"] > 0
+    assert summary["train"]["key_id"] == PosCUDAKey.load(key_file).key_id and summary["train"]["snr_db"] > 0
+    assert summary["test"]["clips"] == 4
+
+    one = tmp_path / "one"
+    result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(one), "-k", str(key_file), "--split", "test"])
+    assert result.exit_code == 0, result.output
+    assert list(load_from_disk(str(one))) == ["test"]
     secret = PosCUDAKey.load(key_file)._secret.hex()
     for f in out.rglob("*"):
         if f.is_file():
@@ -49,7 +55,7 @@ def test_protect_saved_dataset(tmp_path, key_file):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--split", "validation"], "Split 'validation' not found"),
+        (["--split", "validation"], "Split(s) ['validation'] not found"),
         (["--label-column", "digit"], "Column 'digit' not found"),
         (["--preset", "nope"], "Unknown preset"),
     ],
@@ -67,7 +73,7 @@ def test_protect_empty_split_is_an_error(tmp_path, key_file, monkeypatch):
     result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o"), "-k", str(key_file)])
     assert result.exit_code == 1 and "empty" in result.output and "Traceback" not in result.output
     # an empty split that loads fine (e.g. from the Hub) is refused by protect_dataset itself
-    monkeypatch.setattr("hf_poscuda.data.load_audio_dataset", lambda source, split: make_dataset(4).select([]))
+    monkeypatch.setattr("hf_poscuda.data.load_audio_dataset", lambda source, **kw: make_dataset(4).select([]))
     result = runner.invoke(app, ["protect", "user/whatever", str(tmp_path / "o"), "-k", str(key_file)])
     assert result.exit_code == 1 and "The split is empty" in result.output
     assert not (tmp_path / "o").exists()
@@ -88,3 +94,34 @@ def test_demo_on_embedded_dataset(tmp_path):
     assert stat.S_IMODE((tmp_path / "demo.key").stat().st_mode) == 0o600
     loaded = load_from_disk(str(out))
     assert loaded["train"].num_rows == 240 and loaded["train"].features["label"].names[3] == "3"
+
+
+def test_protect_refuses_a_key_inside_the_output_folder(tmp_path):
+    DatasetDict({"train": make_dataset(4)}).save_to_disk(str(tmp_path / "src"))
+    (tmp_path / "out").mkdir()
+    PosCUDAKey.generate().save(tmp_path / "out" / "k.key")
+    result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "out"), "-k", str(tmp_path / "out" / "k.key")])
+    assert result.exit_code == 1 and "lies inside" in result.output
+    assert (tmp_path / "out" / "k.key").is_file()
+
+
+def test_keygen_force_replaces_a_key(tmp_path):
+    path = tmp_path / "k.key"
+    assert runner.invoke(app, ["keygen", str(path)]).exit_code == 0
+    first = PosCUDAKey.load(path)
+    assert runner.invoke(app, ["keygen", str(path)]).exit_code == 1
+    assert runner.invoke(app, ["keygen", str(path), "--force"]).exit_code == 0
+    assert PosCUDAKey.load(path) != first
+
+
+def test_knob_overrides_reach_the_config(tmp_path, key_file):
+    DatasetDict({"train": make_dataset(4)}).save_to_disk(str(tmp_path / "src"))
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(out), "-k", str(key_file), "--preset", "cuda",
+                                 "--kernel-size", "33"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "poscuda_summary.json").read_text())["train"]["config"]
+    assert config["kernel_size"] == 33 and config["identity_tap"] is True  # override on top of the preset
+    result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o2"), "-k", str(key_file),
+                                 "--kernel-size", "4"])
+    assert result.exit_code == 1 and "kernel_size must be an odd int" in result.output

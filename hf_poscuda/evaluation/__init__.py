@@ -1,6 +1,7 @@
 """Measure whether PosCUDA protection works: train on clean vs protected audio, test on clean audio."""
 
-from .experiment import AudioArrays, ModelSpec, evaluate_protection, measure_quality, run_evaluation, to_arrays
+from .attacks import ATTACKS, Attack, get_attack
+from .experiment import AudioArrays, ModelSpec, evaluate_attack, evaluate_protection, measure_quality, run_evaluation, to_arrays
 from .models import HF_PRESETS, MODELS, build_cnn, build_hf_model
 from .report import (
     build_report,
@@ -13,6 +14,10 @@ from .report import (
 from .training import TrainingRecipe, TrainResult, accuracy
 
 __all__ = [
+    "ATTACKS",
+    "Attack",
+    "evaluate_attack",
+    "get_attack",
     "HF_PRESETS",
     "MODELS",
     "AudioArrays",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,8 @@ from ..config import PosCUDAConfig
 from ..hf import read_clip
 from ..key import PosCUDAKey
 from ..protect import protect_dataset
-from ..quality import log_spectral_distance, paired_clips, pesq_score, segmental_snr_db, snr_db, stoi_score
+from ..quality import measure_quality
+from .attacks import Attack, attack_quality, get_attack
 from .models import CNN_MODELS, HF_MODELS, MODELS, build_cnn, build_hf_model
 from .training import TrainingRecipe, TrainResult, train_cnn, train_hf
 
@@ -93,39 +95,24 @@ def to_arrays(dataset: Dataset, seconds: float, audio_column: str = "audio", lab
     return AudioArrays(audio, labels, sr)
 
 
-def measure_quality(
-    original: Dataset, protected: Dataset, max_clips: int = 100, audio_column: str = "audio"
-) -> dict[str, Any]:
-    """Mean PESQ, STOI (clips >= 0.4 s), SNR, segmental SNR and log-spectral distance on evenly spaced clips."""
-    scores: dict[str, list[float]] = {"pesq": [], "stoi": [], "snr_db": [], "segmental_snr_db": [], "lsd_db": []}
-    signal = noise = 0.0
-    clips = 0
-    for x, y, sr in paired_clips(original, protected, max_clips, audio_column):
-        scores["pesq"].append(pesq_score(x, y, sr))
-        scores["stoi"].append(stoi_score(x, y, sr))
-        scores["snr_db"].append(snr_db(x, y))
-        scores["segmental_snr_db"].append(segmental_snr_db(x, y, sr))
-        scores["lsd_db"].append(log_spectral_distance(x, y))
-        signal += float((x.astype(np.float64) ** 2).sum())
-        noise += float(((y.astype(np.float64) - x) ** 2).sum())
-        clips += 1
-    out: dict[str, Any] = {"clips": clips}
-    for name, values in scores.items():
-        v = np.asarray(values, dtype=np.float64)
-        v = v[np.isfinite(v)]
-        out[name] = float(v.mean()) if len(v) else math.nan
-        out[f"{name}_clips"] = int(len(v))
-    out["snr_db_overall"] = 10 * math.log10(signal / noise) if noise > 0 else math.inf
-    return out
+def train_model(
+    spec: ModelSpec, train: AudioArrays, test: AudioArrays, recipe: TrainingRecipe, desc: str,
+    attack: Attack | None = None,
+) -> TrainResult:
+    """Build ``spec`` with the recipe's seed and train it; the same call for clean and protected data.
 
-
-def train_model(spec: ModelSpec, train: AudioArrays, test: AudioArrays, recipe: TrainingRecipe, desc: str) -> TrainResult:
-    """Build ``spec`` with the recipe's seed and train it; the same call for clean and protected data."""
+    ``attack`` is a training-time countermeasure (CNNs only); preprocessing ones are applied to the arrays first.
+    """
     torch.manual_seed(recipe.seed)
     num_classes = int(max(train.labels.max(), test.labels.max()) + 1)
     if spec.name in CNN_MODELS:
         model = build_cnn(spec.name, num_classes, train.sampling_rate)
-        return train_cnn(model, (train.audio, train.labels), (test.audio, test.labels), recipe, desc=desc)
+        return train_cnn(
+            model, (train.audio, train.labels), (test.audio, test.labels), recipe, desc=desc, attack=attack,
+            sampling_rate=train.sampling_rate,
+        )
+    if attack is not None:
+        raise ValueError(f"Training-time countermeasures are implemented for the CNNs only, not {spec.label}.")
     model, extractor = build_hf_model(
         spec.name, num_classes, train.sampling_rate, checkpoint=spec.checkpoint, preset=spec.preset,
         max_seconds=recipe.clip_seconds,
@@ -149,6 +136,7 @@ def evaluate_protection(
     label_column: str = "label",
     quality_clips: int = 100,
     clean_results: dict[str, TrainResult] | None = None,
+    attacks: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Protect the train split with ``config``, train every model on clean and on protected audio, test on clean.
 
@@ -162,6 +150,10 @@ def evaluate_protection(
         quality_clips (`int`, defaults to `100`): clips used for PESQ/STOI/SNR.
         clean_results (`dict`, *optional*): clean-train results by model label, reused across settings (they do
             not depend on the setting); filled in when missing.
+        attacks (`Sequence[str]`, *optional*): countermeasures from :data:`~hf_poscuda.evaluation.attacks.ATTACKS`.
+            For each one every model is trained again on the protected split with the countermeasure, and tested on
+            clean test audio. A ``"preprocess"`` countermeasure is part of the adversary's input pipeline: it is
+            applied to the train *and* the test audio. ``"augment"`` ones act on training batches (CNNs only).
 
     Returns:
         `dict`: one setting's entry of the report (see :mod:`hf_poscuda.evaluation.report` for the schema).
@@ -170,6 +162,7 @@ def evaluate_protection(
     for split in (train_split, test_split):
         if split not in dataset:
             raise ValueError(f"Split {split!r} not found; available: {list(dataset)}. Pass train_split/test_split.")
+    attack_objects = [get_attack(a) for a in attacks]  # unknown names fail before any work
     start = time.perf_counter()
     protected, summary = protect_dataset(
         dataset[train_split], key, config, audio_column=audio_column, label_column=label_column, snr_clips=1
@@ -189,7 +182,11 @@ def evaluate_protection(
             "%s / %s: clean-train %.3f, protected-train %.3f clean-test accuracy", name, spec.label,
             clean_results[spec.label].test_accuracy, prot.test_accuracy,
         )
-    return {
+    attack_results = {
+        attack.name: evaluate_attack(attack, models, protected_train, test, clean_train, recipe, name)
+        for attack in attack_objects
+    }
+    entry = {
         "name": name,
         "config": config.to_dict(),
         "key_id": key.key_id,
@@ -201,6 +198,45 @@ def evaluate_protection(
         "test_clips": len(test.labels),
         "sampling_rate": clean_train.sampling_rate,
     }
+    if attacks:
+        entry["attacks"] = attack_results
+    return entry
+
+
+def evaluate_attack(
+    attack: Attack, models: list[ModelSpec], protected_train: AudioArrays, test: AudioArrays,
+    clean_train: AudioArrays, recipe: TrainingRecipe, setting: str, quality_clips: int = 50,
+) -> dict[str, Any]:
+    """Train every applicable model on the protected split under one countermeasure; test on clean audio.
+
+    Returns ``{"kind", "description", "quality": {"pesq", "snr_db", "clips"}, "models": {label: TrainResult}}``;
+    ``quality`` is what the countermeasure does to clean train audio (its cost to the adversary). Models it does
+    not apply to (augmentations on transformers, SpecAugment on raw audio) are left out.
+    """
+    sr = protected_train.sampling_rate
+    rng = np.random.default_rng(recipe.seed)
+    step = max(1, len(clean_train.audio) // quality_clips)
+    result: dict[str, Any] = {
+        "kind": attack.kind,
+        "description": attack.description,
+        "quality": attack_quality(clean_train.audio[::step][:quality_clips], sr, attack, seed=recipe.seed),
+        "models": {},
+    }
+    train, attacked_test = protected_train, test
+    if attack.kind == "preprocess":
+        train = AudioArrays(attack.apply(protected_train.audio, sr, rng), protected_train.labels, sr)
+        attacked_test = AudioArrays(attack.apply(test.audio, sr, rng), test.labels, sr)
+    for spec in models:
+        if not attack.applies_to(spec.name) or (attack.kind == "augment" and spec.name not in CNN_MODELS):
+            logger.info("%s does not apply to %s; skipped", attack.name, spec.label)
+            continue
+        run = train_model(
+            spec, train, attacked_test, recipe, f"{spec.label} {setting} + {attack.name}",
+            attack=attack if attack.kind == "augment" else None,
+        )
+        result["models"][spec.label] = run.to_dict()
+        logger.info("%s / %s + %s: clean-test accuracy %.3f", setting, spec.label, attack.name, run.test_accuracy)
+    return result
 
 
 def run_evaluation(

@@ -49,6 +49,7 @@ class LogMelCNN(nn.Module):
             blocks += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*blocks[:-1])  # no pooling after the last block
         self.head = nn.Linear(chans[-1], num_classes)
+        self.spec_transform: Any = None  # a training-time countermeasure on the log-mel input (SpecAugment)
 
     def logmel(self, audio: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True).abs().pow(2)
@@ -56,6 +57,8 @@ class LogMelCNN(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = self.logmel(audio)
+        if self.training and self.spec_transform is not None:
+            x = self.spec_transform(x)
         x = (x - x.mean(dim=(1, 2), keepdim=True)) / (x.std(dim=(1, 2), keepdim=True) + 1e-5)
         return self.head(self.features(x[:, None]).mean(dim=(2, 3)))
 

@@ -111,7 +111,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"train split). Dataset: {report['dataset']}; seed {recipe['seed']}; {', '.join(epochs)}; clips cut/padded "
         f"to {recipe['clip_seconds']} s. PESQ, STOI and SNR compare protected and original train audio.\n"
     )
-    return "\n".join(rows) + "\n" + note
+    tables = [attacks_markdown(report, s["name"]) for s in settings if s.get("attacks")]
+    return "\n".join(rows) + "\n" + note + "".join("\n" + t for t in tables)
 
 
 def plot_curves(setting: dict[str, Any], path: str | Path) -> Path:
@@ -220,3 +221,53 @@ def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy
         "training on the protected data is at most the goal; anything above means it still learned the task.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def attacks_markdown(report: dict[str, Any], setting: str) -> str:
+    """Robustness table of one setting: clean-test accuracy after protected training under each countermeasure.
+
+    Rows: clean training, protected training without a countermeasure, then one row per countermeasure with its
+    kind, the audio quality it costs the adversary (PESQ of countermeasure output vs clean input) and, per model,
+    the accuracy and its change against the no-countermeasure row. Raises ``ValueError`` if the setting has no
+    countermeasure results.
+    """
+    entry = next((s for s in report["settings"] if s["name"] == setting), None)
+    if entry is None:
+        raise ValueError(f"Setting {setting!r} not in the report; it has {[s['name'] for s in report['settings']]}.")
+    attacks = entry.get("attacks")
+    if not attacks:
+        raise ValueError(f"Setting {setting!r} has no countermeasure results; run the evaluation with attacks.")
+    models = list(entry["models"])
+    rows = [
+        f"Robustness of setting `{setting}` on **{report['dataset']}**: clean-test accuracy of models trained on the "
+        "protected train split while an adversary applies a countermeasure. Lower is better for the protection. "
+        "Preprocessing countermeasures are also applied to the test audio (they are part of the adversary's "
+        "pipeline); augmentations act on training batches only.",
+        "",
+        "| training data | kind | PESQ cost | " + " | ".join(models) + " |",
+        "|---|---|---:|" + "---:|" * len(models),
+        "| clean (no protection) | – | – | "
+        + " | ".join(_pct(entry["models"][m]["clean"]["test_accuracy"]) for m in models) + " |",
+        "| protected, no countermeasure | – | – | "
+        + " | ".join(_pct(entry["models"][m]["protected"]["test_accuracy"]) for m in models) + " |",
+    ]
+    for name, result in attacks.items():
+        cells = []
+        for m in models:
+            run = result["models"].get(m)
+            if run is None:
+                cells.append("n/a")
+                continue
+            delta = 100 * (run["test_accuracy"] - entry["models"][m]["protected"]["test_accuracy"])
+            cells.append(f"{_pct(run['test_accuracy'])} ({delta:+.1f})")
+        rows.append(
+            f"| protected + `{name}` ({result['description']}) | {result['kind']} | {_num(result['quality'].get('pesq'))} | "
+            + " | ".join(cells) + " |"
+        )
+    rows += [
+        "",
+        "PESQ cost: mean PESQ of the countermeasure's output against its clean input (4.5 = unchanged); it is what "
+        "the adversary gives up in audio quality. In brackets: change in points against training on the protected "
+        "data without a countermeasure. n/a: the countermeasure does not apply to that model.",
+    ]
+    return "\n".join(rows) + "\n"

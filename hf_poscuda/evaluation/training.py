@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .attacks import Attack, mixup, spec_augment
+
 logger = logging.getLogger(__name__)
 
 ACCURACY_METRIC_PATH = Path(__file__).parent / "metrics" / "accuracy"
@@ -104,10 +106,21 @@ def train_cnn(
     test: tuple[np.ndarray, np.ndarray],
     recipe: TrainingRecipe,
     desc: str = "training",
+    *,
+    attack: Attack | None = None,
+    sampling_rate: int | None = None,
 ) -> TrainResult:
-    """Train a CNN on ``train`` (audio ``[N, samples]``, labels ``[N]``) and measure accuracy on ``test``."""
+    """Train a CNN on ``train`` (audio ``[N, samples]``, labels ``[N]``) and measure accuracy on ``test``.
+
+    Args:
+        attack (`Attack`, *optional*): a training-time countermeasure (``kind="augment"``) applied afresh to every
+            batch: a waveform function, ``mixup`` (soft targets) or ``specaugment`` (log-mel CNN only).
+            Preprocessing countermeasures are applied to ``train`` by the caller.
+        sampling_rate (`int`, *optional*): needed by waveform countermeasures.
+    """
     x, y = train
     g = torch.Generator().manual_seed(recipe.seed)
+    augment = _batch_augmenter(model, attack, sampling_rate, int(max(y.max(), test[1].max()) + 1), recipe.seed)
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -123,8 +136,9 @@ def train_cnn(
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(x), recipe.batch_size):
             idx = order[i : i + recipe.batch_size]
-            logits = model(xt[idx])
-            loss = loss_fn(logits, yt[idx])
+            xb, target = augment(xt[idx], yt[idx])
+            logits = model(xb)
+            loss = loss_fn(logits, target)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -137,12 +151,42 @@ def train_cnn(
             point["test_accuracy"] = float((_predict(model, test[0]) == test[1]).mean())
             bar.set_postfix(test_acc=f"{point['test_accuracy']:.3f}")
         curve.append(point)
+    if hasattr(model, "spec_transform"):
+        model.spec_transform = None
     return TrainResult(
         test_accuracy=accuracy(_predict(model, test[0]), test[1]),
         train_accuracy=accuracy(_predict(model, x), y),
         steps=recipe.epochs * steps_per_epoch,
         curve=curve,
     )
+
+
+def _batch_augmenter(
+    model: nn.Module, attack: Attack | None, sampling_rate: int | None, num_classes: int, seed: int
+) -> Any:
+    """``(audio, labels) -> (audio, target)`` for one training batch; the identity without a countermeasure."""
+    if attack is None:
+        return lambda xb, yb: (xb, yb)
+    if attack.kind != "augment":
+        raise ValueError(f"{attack.name!r} is a preprocessing countermeasure; apply it to the data, not in training.")
+    rng = np.random.default_rng(seed + 7919)
+    if attack.batch == "specaugment":
+        if not hasattr(model, "spec_transform"):
+            raise ValueError(f"specaugment needs a spectrogram model (log-mel CNN), not {type(model).__name__}.")
+        generator = torch.Generator().manual_seed(seed + 7919)
+        model.spec_transform = lambda spec: spec_augment(spec, generator)
+        return lambda xb, yb: (xb, yb)
+    if attack.batch == "mixup":
+
+        def mix(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            onehot = np.eye(num_classes, dtype=np.float32)[yb.numpy()]
+            audio, target = mixup(xb.numpy(), onehot, rng)
+            return torch.from_numpy(audio), torch.from_numpy(target.astype(np.float32))
+
+        return mix
+    if sampling_rate is None:
+        raise ValueError(f"{attack.name!r} needs the sampling rate.")
+    return lambda xb, yb: (torch.from_numpy(attack.apply(xb.numpy(), sampling_rate, rng)), yb)
 
 
 class _FeatureDataset(torch.utils.data.Dataset):

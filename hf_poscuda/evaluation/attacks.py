@@ -1,0 +1,313 @@
+"""Countermeasures an adversary can apply when training on a protected split.
+
+Each countermeasure is a small named function. Waveform countermeasures take a batch of fixed-length mono clips
+``[N, samples]`` (float32) and return a batch of the same shape and sampling rate; random ones draw from the
+``numpy.random.Generator`` they are given. Two countermeasures are not waveform functions: ``mixup`` mixes
+clips *and* labels, and ``specaugment`` masks the log-mel spectrogram inside the log-mel CNN.
+
+Each has a ``kind``:
+
+- ``"preprocess"``: applied once to the whole protected train split before training (re-encoding, filtering);
+- ``"augment"``: applied afresh to every training batch (random shifts, crops, noise, mixup, masking).
+
+:data:`ATTACKS` maps names to :class:`Attack` objects; ``hf-poscuda evaluate --attack NAME`` runs any subset.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+WaveformFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+def _check_batch(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 2:
+        raise ValueError(f"Countermeasures take a batch of mono clips [N, samples]; got shape {audio.shape}.")
+    return audio
+
+
+# ------------------------------------------------------------------------------------------ position attacks
+def time_shift(
+    audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, max_seconds: float = 0.2
+) -> np.ndarray:
+    """Shift each clip by a random offset in ``[-max_seconds, max_seconds]``; the gap is filled with zeros."""
+    audio = _check_batch(audio)
+    out = np.zeros_like(audio)
+    n = audio.shape[1]
+    limit = int(round(max_seconds * sampling_rate))
+    for i, shift in enumerate(rng.integers(-limit, limit + 1, size=len(audio))):
+        if shift >= 0:
+            out[i, shift:] = audio[i, : n - shift]
+        else:
+            out[i, :shift] = audio[i, -shift:]
+    return out
+
+
+def random_crop(
+    audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, min_fraction: float = 0.7
+) -> np.ndarray:
+    """Keep a random window of ``U(min_fraction, 1)`` of each clip, moved to a random place; zeros elsewhere."""
+    audio = _check_batch(audio)
+    out = np.zeros_like(audio)
+    n = audio.shape[1]
+    for i in range(len(audio)):
+        length = max(1, int(rng.uniform(min_fraction, 1.0) * n))
+        src = int(rng.integers(0, n - length + 1))
+        dst = int(rng.integers(0, n - length + 1))
+        out[i, dst : dst + length] = audio[i, src : src + length]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- spectral attacks
+def resample(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, factor: float = 0.5) -> np.ndarray:
+    """Resample down to ``factor * sampling_rate`` and back (removes everything above the lower Nyquist)."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    audio = _check_batch(audio)
+    ratio = Fraction(factor).limit_denominator(16)
+    down = resample_poly(audio, ratio.numerator, ratio.denominator, axis=-1)
+    back = resample_poly(down, ratio.denominator, ratio.numerator, axis=-1)
+    return _fit_length(back, audio.shape[1])
+
+
+def lowpass(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, cutoff_hz: float = 2000.0) -> np.ndarray:
+    """Zero-phase 8th-order Butterworth low-pass at ``cutoff_hz`` (capped at 45 % of the sampling rate)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    audio = _check_batch(audio)
+    sos = butter(8, min(cutoff_hz, 0.45 * sampling_rate), btype="lowpass", fs=sampling_rate, output="sos")
+    return sosfiltfilt(sos, audio, axis=-1).astype(np.float32)
+
+
+def bandlimit(
+    audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, low_hz: float = 300.0, high_hz: float = 3400.0
+) -> np.ndarray:
+    """Zero-phase band-pass to the telephone band ``[low_hz, high_hz]`` (high edge capped at 45 % of the rate)."""
+    from scipy.signal import butter, sosfiltfilt
+
+    audio = _check_batch(audio)
+    high = min(high_hz, 0.45 * sampling_rate)
+    sos = butter(4, [low_hz, high], btype="bandpass", fs=sampling_rate, output="sos")
+    return sosfiltfilt(sos, audio, axis=-1).astype(np.float32)
+
+
+def preemphasis(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, coef: float = 0.97) -> np.ndarray:
+    """First-order pre-emphasis ``y[n] = x[n] - coef * x[n-1]`` (a high-frequency boost / whitening filter)."""
+    audio = _check_batch(audio)
+    out = audio.copy()
+    out[:, 1:] -= coef * audio[:, :-1]
+    return out
+
+
+def sharpen(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, amount: float = 1.0) -> np.ndarray:
+    """Unsharp masking: ``x + amount * (x - smooth(x))`` with a 9-tap Hann smoother (boosts high frequencies)."""
+    from scipy.ndimage import convolve1d
+
+    audio = _check_batch(audio)
+    window = np.hanning(11)[1:-1]
+    smooth = convolve1d(audio, window / window.sum(), axis=-1, mode="constant")
+    return (audio + amount * (audio - smooth)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------- codecs
+def mp3(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, bit_rate: int = 32000) -> np.ndarray:
+    """Encode each clip as MP3 at ``bit_rate`` and decode it back (FFmpeg through torchcodec)."""
+    return _codec_roundtrip(_check_batch(audio), sampling_rate, "mp3", bit_rate, codec_rate=sampling_rate)
+
+
+def opus(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, bit_rate: int = 16000) -> np.ndarray:
+    """Encode each clip as Opus at ``bit_rate`` (at 48 kHz, Opus's native rate) and decode it back."""
+    return _codec_roundtrip(_check_batch(audio), sampling_rate, "opus", bit_rate, codec_rate=48000)
+
+
+def _codec_roundtrip(audio: np.ndarray, sampling_rate: int, fmt: str, bit_rate: int, codec_rate: int) -> np.ndarray:
+    from math import gcd
+
+    from scipy.signal import resample_poly
+    from torchcodec.decoders import AudioDecoder
+    from torchcodec.encoders import AudioEncoder
+
+    g = gcd(sampling_rate, codec_rate)
+    up, down = codec_rate // g, sampling_rate // g
+    out = np.empty_like(audio)
+    for i, clip in enumerate(audio):
+        x = resample_poly(clip, up, down).astype(np.float32) if up != down else clip
+        encoded = AudioEncoder(torch.from_numpy(np.ascontiguousarray(x))[None], sample_rate=codec_rate).to_tensor(
+            format=fmt, bit_rate=bit_rate
+        )
+        decoded = AudioDecoder(encoded.numpy().tobytes()).get_all_samples()
+        y = decoded.data[0].numpy()
+        if decoded.sample_rate != sampling_rate:
+            g2 = gcd(sampling_rate, decoded.sample_rate)
+            y = resample_poly(y, sampling_rate // g2, decoded.sample_rate // g2)
+        out[i] = _fit_length(y[None], audio.shape[1])[0]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- noise
+def add_noise(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, snr_db: float = 20.0) -> np.ndarray:
+    """Add white Gaussian noise at ``snr_db`` relative to each clip's power (silent clips stay silent)."""
+    audio = _check_batch(audio)
+    power = (audio.astype(np.float64) ** 2).mean(axis=1, keepdims=True)
+    scale = np.sqrt(power / 10 ** (snr_db / 10))
+    return (audio + scale * rng.standard_normal(audio.shape)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ batch-level augmentations
+def mixup(
+    audio: np.ndarray, targets: np.ndarray, rng: np.random.Generator, alpha: float = 0.4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mixup (Zhang et al., 2018): each clip and its one-hot target are mixed with a random partner's.
+
+    Args:
+        audio (`np.ndarray`): ``[N, samples]``.
+        targets (`np.ndarray`): ``[N, classes]`` probabilities.
+        alpha (`float`, defaults to `0.4`): mixing weights are ``Beta(alpha, alpha)``.
+    """
+    audio = _check_batch(audio)
+    lam = rng.beta(alpha, alpha, size=(len(audio), 1)).astype(np.float32)
+    partner = rng.permutation(len(audio))
+    return lam * audio + (1 - lam) * audio[partner], lam * targets + (1 - lam) * targets[partner]
+
+
+def spec_augment(
+    spec: torch.Tensor, generator: torch.Generator, freq_masks: int = 2, max_freq: int = 8, time_masks: int = 2,
+    max_time: int = 10,
+) -> torch.Tensor:
+    """SpecAugment-style masking (Park et al., 2019) of a ``[batch, mels, frames]`` spectrogram.
+
+    Each example gets ``freq_masks`` bands of up to ``max_freq`` mel bins and ``time_masks`` spans of up to
+    ``max_time`` frames set to the example's mean value.
+    """
+    out = spec.clone()
+    batch, mels, frames = spec.shape
+    fill = spec.mean(dim=(1, 2))
+    for b in range(batch):
+        for size_limit, count, axis_len, axis in ((max_freq, freq_masks, mels, 1), (max_time, time_masks, frames, 2)):
+            for _ in range(count):
+                size = int(torch.randint(0, size_limit + 1, (1,), generator=generator))
+                start = int(torch.randint(0, max(1, axis_len - size + 1), (1,), generator=generator))
+                if axis == 1:
+                    out[b, start : start + size, :] = fill[b]
+                else:
+                    out[b, :, start : start + size] = fill[b]
+    return out
+
+
+def _fit_length(audio: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros((audio.shape[0], n), dtype=np.float32)
+    m = min(n, audio.shape[1])
+    out[:, :m] = audio[:, :m]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ registry
+AttackKind = Literal["preprocess", "augment"]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """A named countermeasure.
+
+    Args:
+        name (`str`): registry name (``hf-poscuda evaluate --attack NAME``).
+        kind (`str`): ``"preprocess"`` (once, before training) or ``"augment"`` (every batch).
+        description (`str`): one line for reports and cards.
+        waveform (`Callable`, *optional*): ``(audio [N, T], sampling_rate, rng) -> audio [N, T]``.
+        batch (`str`, *optional*): ``"mixup"`` or ``"specaugment"`` for the two non-waveform countermeasures.
+        models (`tuple[str, ...]`, *optional*): the models it applies to (``None``: all).
+    """
+
+    name: str
+    kind: AttackKind
+    description: str
+    waveform: WaveformFn | None = None
+    batch: Literal["mixup", "specaugment"] | None = None
+    models: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.waveform is None) == (self.batch is None):
+            raise ValueError(f"Attack {self.name!r} needs exactly one of waveform or batch.")
+        if self.batch is not None and self.kind != "augment":
+            raise ValueError(f"Attack {self.name!r}: batch countermeasures are training-time augmentations.")
+
+    def applies_to(self, model: str) -> bool:
+        """Whether this countermeasure can be used with ``model`` (a model name such as ``"raw_cnn"``)."""
+        return self.models is None or model.split(":")[0].split("-")[0] in self.models
+
+    def apply(self, audio: np.ndarray, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
+        """Apply a waveform countermeasure to ``[N, samples]`` clips (same shape out)."""
+        if self.waveform is None:
+            raise ValueError(f"{self.name!r} is not a waveform countermeasure; it acts inside training.")
+        out = self.waveform(audio, sampling_rate, rng)
+        if out.shape != np.shape(audio):
+            raise AssertionError(f"{self.name} changed the shape {np.shape(audio)} -> {out.shape}")
+        return out
+
+
+def _partial(fn: Callable[..., np.ndarray], **kwargs: float) -> WaveformFn:
+    def call(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
+        return fn(audio, sampling_rate, rng, **kwargs)
+
+    call.__name__ = fn.__name__
+    return call
+
+
+ATTACKS: dict[str, Attack] = {
+    a.name: a
+    for a in [
+        Attack("time_shift", "augment", "random time shift of up to ±0.2 s per clip and batch", time_shift),
+        Attack("random_crop", "augment", "random 70–100 % crop moved to a random place, per clip and batch",
+               random_crop),
+        Attack("resample", "preprocess", "resample to half the rate and back (drops the upper half-band)", resample),
+        Attack("lowpass", "preprocess", "8th-order Butterworth low-pass at 2 kHz, zero phase", lowpass),
+        Attack("bandlimit", "preprocess", "telephone band-pass 300–3400 Hz, zero phase", bandlimit),
+        Attack("mp3", "preprocess", "MP3 re-encoding at 32 kbit/s", mp3),
+        Attack("opus", "preprocess", "Opus re-encoding at 16 kbit/s (via 48 kHz)", opus),
+        Attack("noise-30db", "augment", "white noise at 30 dB SNR, fresh per batch", _partial(add_noise, snr_db=30)),
+        Attack("noise-20db", "augment", "white noise at 20 dB SNR, fresh per batch", _partial(add_noise, snr_db=20)),
+        Attack("noise-10db", "augment", "white noise at 10 dB SNR, fresh per batch", _partial(add_noise, snr_db=10)),
+        Attack("preemphasis", "preprocess", "pre-emphasis y[n] = x[n] - 0.97 x[n-1]", preemphasis),
+        Attack("sharpen", "preprocess", "unsharp masking, amount 1 (9-tap Hann smoother)", sharpen),
+        Attack("mixup", "augment", "mixup of clips and labels, Beta(0.4, 0.4)", batch="mixup"),
+        Attack("specaugment", "augment", "SpecAugment masks: 2 × ≤8 mel bands, 2 × ≤10 frames (log-mel CNN only)",
+               batch="specaugment", models=("logmel_cnn",)),
+    ]
+}
+
+
+def get_attack(name: str) -> Attack:
+    """Look up a countermeasure by name; the error lists the known names."""
+    if name not in ATTACKS:
+        raise ValueError(f"Unknown countermeasure {name!r}; choose from {list(ATTACKS)}.")
+    return ATTACKS[name]
+
+
+def attack_quality(audio: np.ndarray, sampling_rate: int, attack: Attack, seed: int = 0) -> dict[str, float]:
+    """What a waveform countermeasure costs the adversary: mean PESQ and overall SNR of attacked vs input clips."""
+    from ..quality import pesq_score
+
+    if attack.waveform is None:
+        return {"pesq": math.nan, "snr_db": math.nan, "clips": 0}
+    attacked = attack.apply(audio, sampling_rate, np.random.default_rng(seed))
+    scores = [pesq_score(x, y, sampling_rate) for x, y in zip(audio, attacked, strict=True)]
+    finite = [s for s in scores if math.isfinite(s)]
+    noise = float(((attacked.astype(np.float64) - audio) ** 2).sum())
+    signal = float((audio.astype(np.float64) ** 2).sum())
+    return {
+        "pesq": float(np.mean(finite)) if finite else math.nan,
+        "snr_db": 10 * math.log10(signal / noise) if noise > 0 else math.inf,
+        "clips": len(audio),
+    }

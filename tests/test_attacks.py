@@ -1,0 +1,156 @@
+"""Countermeasures: each one changes audio as documented and keeps shape and sampling rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import DatasetDict
+
+from hf_poscuda import PosCUDAConfig
+from hf_poscuda.evaluation import ATTACKS, ModelSpec, TrainingRecipe, evaluate_protection, get_attack
+from hf_poscuda.evaluation.attacks import add_noise, attack_quality, mixup, spec_augment
+from hf_poscuda.evaluation.report import attacks_markdown, build_report, report_markdown
+from tests.conftest import make_dataset, speechlike
+
+SR = 8000
+
+
+def tone(freq: float, n: int = SR, amp: float = 0.3) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(n) / SR)).astype(np.float32)
+
+
+def level_db(x: np.ndarray, freq: float) -> float:
+    """Amplitude (dB) of ``freq`` in the middle half of ``x`` (edges of filtfilt/codec excluded)."""
+    mid = x[len(x) // 4 : 3 * len(x) // 4]
+    t = np.arange(len(mid)) / SR
+    c = np.abs(np.dot(mid, np.exp(-2j * np.pi * freq * t))) * 2 / len(mid)
+    return 20 * np.log10(c + 1e-12)
+
+
+@pytest.fixture
+def batch() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.stack([speechlike(rng, SR, SR) for _ in range(4)])
+
+
+@pytest.mark.parametrize("name", [n for n, a in ATTACKS.items() if a.waveform is not None])
+def test_waveform_countermeasures_keep_shape_and_change_audio(name, batch):
+    out = get_attack(name).apply(batch, SR, np.random.default_rng(1))
+    assert out.shape == batch.shape and out.dtype == np.float32
+    assert np.isfinite(out).all() and not np.array_equal(out, batch)
+
+
+def test_time_shift_is_a_bounded_shift(batch):
+    out = get_attack("time_shift").apply(batch, SR, np.random.default_rng(3))
+    limit = int(0.2 * SR)
+    for x, y in zip(batch, out, strict=True):
+        shifts = [s for s in range(-limit, limit + 1)
+                  if np.array_equal(y[max(s, 0): SR + min(s, 0)], x[max(-s, 0): SR - max(s, 0)])]
+        assert shifts, "output is not a shifted copy of the input"
+
+
+def test_random_crop_keeps_one_window_of_at_least_70_percent(batch):
+    out = get_attack("random_crop").apply(batch, SR, np.random.default_rng(4))
+    for x, y in zip(batch, out, strict=True):
+        nz = np.flatnonzero(y)
+        window = y[nz[0] : nz[-1] + 1]
+        found = any(np.array_equal(window, x[i : i + len(window)]) for i in range(SR - len(window) + 1))
+        assert found and nz[-1] - nz[0] + 1 <= SR
+
+
+@pytest.mark.parametrize(
+    "name, kept, removed",
+    [("lowpass", 500, 3000), ("resample", 1000, 3000), ("bandlimit", 1000, 100)],
+)
+def test_filters_remove_the_documented_band(name, kept, removed):
+    x = np.stack([tone(kept) + tone(removed)])
+    y = get_attack(name).apply(x, SR, np.random.default_rng(0))[0]
+    assert abs(level_db(y, kept) - level_db(x[0], kept)) < 1.0
+    assert level_db(y, removed) < level_db(x[0], removed) - 30
+
+
+def test_preemphasis_and_sharpen_boost_high_frequencies():
+    x = np.stack([tone(200) + tone(3500)])
+    y = get_attack("preemphasis").apply(x, SR, np.random.default_rng(0))
+    assert np.allclose(y[0, 1:], x[0, 1:] - 0.97 * x[0, :-1], atol=1e-6)
+    for name in ("preemphasis", "sharpen"):
+        y = get_attack(name).apply(x, SR, np.random.default_rng(0))[0]
+        gain_high = level_db(y, 3500) - level_db(x[0], 3500)
+        gain_low = level_db(y, 200) - level_db(x[0], 200)
+        assert gain_high > gain_low + 5, name
+
+
+@pytest.mark.parametrize("name", ["mp3", "opus"])
+def test_codecs_round_trip_aligned_and_lossy(name, batch):
+    y = get_attack(name).apply(batch, SR, np.random.default_rng(0))
+    for a, b in zip(batch, y, strict=True):
+        snr = 10 * np.log10((a**2).sum() / ((a - b) ** 2).sum())
+        assert 3 < snr < 60  # close to the input, but not equal
+    # alignment, on noise (speech is periodic, so its correlation peaks repeat at the pitch period)
+    noise = np.convolve(np.random.default_rng(5).standard_normal(SR), np.ones(3) / 3, "same").astype(np.float32)
+    b = get_attack(name).apply(0.1 * noise[None], SR, np.random.default_rng(0))[0]
+    lags = [np.dot(noise[200:-200], b[200 + k : len(b) - 200 + k]) for k in range(-100, 101)]
+    assert abs(int(np.argmax(lags)) - 100) <= 1  # no codec delay left
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 20.0, 30.0])
+def test_noise_hits_its_snr_and_is_fresh_each_call(batch, snr_db):
+    rng = np.random.default_rng(0)
+    y1, y2 = add_noise(batch, SR, rng, snr_db=snr_db), add_noise(batch, SR, rng, snr_db=snr_db)
+    measured = 10 * np.log10((batch.astype(np.float64) ** 2).sum() / ((y1 - batch) ** 2).sum())
+    assert abs(measured - snr_db) < 0.5 and not np.array_equal(y1, y2)
+
+
+def test_mixup_mixes_audio_and_labels_with_the_same_weights(batch):
+    targets = np.eye(4, dtype=np.float32)
+    audio, mixed = mixup(batch, targets, np.random.default_rng(0))
+    assert np.allclose(mixed.sum(1), 1.0) and audio.shape == batch.shape
+    assert not np.array_equal(audio, batch)
+    for i in range(4):
+        others = [j for j in np.flatnonzero(mixed[i]) if j != i]  # one-hot targets: the partner's class
+        if not others:  # paired with itself
+            assert np.allclose(audio[i], batch[i], atol=1e-6)
+            continue
+        lam, partner = mixed[i, i], others[0]
+        assert np.allclose(audio[i], lam * batch[i] + (1 - lam) * batch[partner], atol=1e-5)
+
+
+def test_spec_augment_masks_bands_and_frames():
+    spec = torch.randn(3, 40, 100)
+    out = spec_augment(spec, torch.Generator().manual_seed(0), max_freq=8, max_time=10)
+    assert out.shape == spec.shape and not torch.equal(out, spec)
+    changed = (out != spec).float()
+    assert changed.mean() < 0.6  # masks, not a rewrite
+    assert not torch.equal(spec_augment(spec, torch.Generator().manual_seed(1)), out)
+
+
+def test_unknown_countermeasure_lists_the_known_ones():
+    with pytest.raises(ValueError, match="mp3"):
+        get_attack("jpeg")
+    assert get_attack("specaugment").applies_to("logmel_cnn") and not get_attack("specaugment").applies_to("raw_cnn")
+
+
+def test_attack_quality_is_what_the_countermeasure_costs(batch):
+    q = attack_quality(batch, SR, get_attack("noise-10db"))
+    assert abs(q["snr_db"] - 10) < 0.5 and 1.0 <= q["pesq"] < 3.5
+    assert attack_quality(batch, SR, get_attack("mixup"))["clips"] == 0
+
+
+def test_evaluation_runs_countermeasures_and_reports_them(key):
+    data = DatasetDict({"train": make_dataset(24, num_classes=2), "test": make_dataset(8, num_classes=2, seed=3)})
+    entry = evaluate_protection(
+        data, key, PosCUDAConfig(), [ModelSpec("logmel_cnn"), ModelSpec("raw_cnn")],
+        TrainingRecipe(epochs=1, batch_size=8, clip_seconds=0.5), quality_clips=4,
+        attacks=["mp3", "specaugment", "mixup", "time_shift"],
+    )
+    assert set(entry["attacks"]) == {"mp3", "specaugment", "mixup", "time_shift"}
+    assert set(entry["attacks"]["specaugment"]["models"]) == {"logmel_cnn"}  # raw audio has no spectrogram
+    assert set(entry["attacks"]["mp3"]["models"]) == {"logmel_cnn", "raw_cnn"}
+    assert entry["attacks"]["mp3"]["kind"] == "preprocess" and np.isfinite(entry["attacks"]["mp3"]["quality"]["pesq"])
+    report = build_report([entry], TrainingRecipe(epochs=1), "tiny")
+    table = attacks_markdown(report, entry["name"])
+    assert "| protected + `specaugment`" in table and "| n/a |" in table
+    assert table in report_markdown(report)
+    with pytest.raises(ValueError, match="Unknown countermeasure"):
+        evaluate_protection(data, key, PosCUDAConfig(), [ModelSpec("raw_cnn")], attacks=["nope"])
