@@ -183,7 +183,8 @@ class ProtectionRecord:
 
 
 def _download_text(repo_id: str, filename: str, revision: str | None, token: str | None) -> str | None:
-    """The current text of a repo file, or None if the repo, revision or file does not exist.
+    """The current text of a repo file, or None if the repo or file does not exist. A branch that does not exist
+    yet is read as ``main``, which it will be created from.
 
     Downloaded into a fresh temporary cache: a stale copy in the user's cache must never stand in for the Hub's.
     """
@@ -197,7 +198,9 @@ def _download_text(repo_id: str, filename: str, revision: str | None, token: str
             path = hf_hub_download(
                 repo_id, filename, repo_type="dataset", revision=revision, token=token, cache_dir=cache
             )
-        except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError):
+        except RevisionNotFoundError:
+            return _download_text(repo_id, filename, None, token) if revision is not None else None
+        except (EntryNotFoundError, RepositoryNotFoundError):
             return None
         return Path(path).read_text(encoding="utf-8")
 

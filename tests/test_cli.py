@@ -125,3 +125,20 @@ def test_knob_overrides_reach_the_config(tmp_path, key_file):
     result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o2"), "-k", str(key_file),
                                  "--kernel-size", "4"])
     assert result.exit_code == 1 and "kernel_size must be an odd int" in result.output
+
+
+def test_evaluate_with_countermeasures(tmp_path):
+    src = tmp_path / "src"
+    DatasetDict({"train": make_dataset(16, num_classes=2), "test": make_dataset(6, num_classes=2, seed=2)}).save_to_disk(
+        str(src)
+    )
+    out = tmp_path / "eval"
+    args = ["evaluate", str(src), "-o", str(out), "--models", "raw_cnn", "--epochs", "1", "--quality-clips", "2"]
+    result = runner.invoke(app, [*args, "--attack", "nope"])
+    assert result.exit_code == 1 and "Unknown countermeasure 'nope'" in result.output
+    result = runner.invoke(app, [*args, "--attack", "lowpass", "--attack", "noise-20db"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"] == "src"  # a local folder is named, never its full path
+    assert set(report["settings"][0]["attacks"]) == {"lowpass", "noise-20db"}
+    assert "protected + `lowpass`" in (out / "report.md").read_text()

@@ -92,10 +92,16 @@ def test_keygen_then_push_round_trips_protected_audio(hub, key_file, source):
     assert record["key_id"] == key.key_id and set(record["splits"]["default"]) == {"train", "test"}
 
 
-def test_no_trace_of_the_secret_anywhere_on_the_hub(hub, key_file, source):
-    assert push_cli(str(source), "alice/p", "-k", str(key_file), "--license", "mit").exit_code == 0
-    assert push_cli(str(source), "alice/p", "-k", str(key_file), "--split", "train").exit_code == 0
+def test_no_trace_of_the_secret_anywhere_on_the_hub(hub, key_file, source, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    outputs = [push_cli(str(source), "alice/p", "-k", str(key_file), "--license", "mit", "--quality-clips", "3"),
+               push_cli(str(source), "alice/p", "-k", str(key_file), "--split", "train")]
+    assert all(r.exit_code == 0 for r in outputs)
     key = PosCUDAKey.load(key_file)
+    for text in [caplog.text, *(r.output for r in outputs)]:  # logs (DEBUG) and console output
+        assert not key.appears_in(text.encode())
     stored = hub.all_stored_bytes()
     assert len(stored) > 5
     for name, data in stored:
@@ -262,3 +268,18 @@ def test_card_command_previews_the_card(tmp_path, key_file, source):
     snr, seg, lsd, pesq = (float(v) for v in row.groups()[:4])
     assert -5 < snr < 60 and 0 < lsd < 30 and 1.0 <= pesq <= 4.6  # real measured numbers
     assert 'load_dataset("alice/p")' in card
+
+
+def test_push_to_a_branch_leaves_main_alone(hub, key_file, source):
+    assert push_cli(str(source), "alice/p", "-k", str(key_file), "--license", "mit", "--split", "train").exit_code == 0
+    main_before = hub.files("alice/p")
+    result = push_cli(str(source), "alice/p", "-k", str(key_file), "--split", "test", "--revision", "dev",
+                      "--commit-message", "protect test split")
+    assert result.exit_code == 0, result.output
+    assert hub.files("alice/p") == main_before
+    dev = hub.files("alice/p", revision="dev")
+    assert "data/test-00000-of-00001.parquet" in dev and "data/train-00000-of-00001.parquet" in dev
+    assert "| `test` | 5 |" in dev["README.md"].decode()
+    messages = [c.summary for c in hub.repo("alice/p").commits.values()]
+    assert "protect test split" in messages
+    assert set(load_dataset("alice/p", revision="dev")) == {"train", "test"}
