@@ -349,6 +349,30 @@ def push_protected(
     )
     if repo_exists and private is not None:
         logger.warning("%s exists already; --private is ignored (change visibility in the repo settings).", repo_id)
+    # Everything the card and the record will say is known now: fill the record and render the card once before
+    # uploading anything, so that a bad card (or a secret in it) stops the push before any data leaves.
+    for name in protected:
+        record.splits.setdefault(config_name, {})[name] = summaries[name].to_dict()
+    if evaluation_report is not None:
+        entry = evaluation_for(evaluation_report, parameters)
+        record.evaluation = {**{k: v for k, v in evaluation_report.items() if k != "settings"}, "settings": [entry]}
+    if source is not None:
+        record.source = {"name": source, "is_hub": source_is_hub, "attribution": attribution}
+    elif record.source is not None:  # a later push of another split: keep what the first push said
+        source, source_is_hub = record.source["name"], record.source["is_hub"]
+        attribution = attribution or record.source.get("attribution")
+
+    def card_for(existing: dict[str, Any]) -> str:
+        return render_card(
+            record.summaries(), license=license, repo_id=repo_id, config_name=config_name, source=source,
+            source_is_hub=source_is_hub, pretty_name=pretty_name or existing.get("pretty_name"),
+            attribution=attribution, evaluation_report=record.evaluation, tags=tags, existing_metadata=existing,
+            key=key,
+        )
+
+    card_for({})
+    key.assert_not_in(record.to_json().encode(), PROTECTION_FILE)
+
     for name, split in protected.items():
         message = commit_message or f"Upload PosCUDA-protected split {name}"
         logger.info("Pushing split %s (%d rows) to %s", name, len(split), repo_id)
@@ -361,23 +385,7 @@ def push_protected(
             repo_id,
             policy,
         )
-        record.splits.setdefault(config_name, {})[name] = summaries[name].to_dict()
-    if evaluation_report is not None:
-        entry = evaluation_for(evaluation_report, parameters)
-        record.evaluation = {**{k: v for k, v in evaluation_report.items() if k != "settings"}, "settings": [entry]}
-
-    if source is not None:
-        record.source = {"name": source, "is_hub": source_is_hub, "attribution": attribution}
-    elif record.source is not None:  # a later push of another split: keep what the first push said
-        source, source_is_hub = record.source["name"], record.source["is_hub"]
-        attribution = attribution or record.source.get("attribution")
-    existing = _fetch_card_metadata(repo_id, revision, token, policy)  # now with push_to_hub's dataset_info
-    card = render_card(
-        record.summaries(), license=license, repo_id=repo_id, config_name=config_name, source=source,
-        source_is_hub=source_is_hub, pretty_name=pretty_name or existing.get("pretty_name"),
-        attribution=attribution, evaluation_report=record.evaluation, tags=tags, existing_metadata=existing,
-        key=key,
-    )
+    card = card_for(_fetch_card_metadata(repo_id, revision, token, policy))  # with push_to_hub's dataset_info
     record_text = record.to_json()
     key.assert_not_in(record_text.encode(), PROTECTION_FILE)
     operations = [

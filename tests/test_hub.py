@@ -283,3 +283,11 @@ def test_push_to_a_branch_leaves_main_alone(hub, key_file, source):
     messages = [c.summary for c in hub.repo("alice/p").commits.values()]
     assert "protect test split" in messages
     assert set(load_dataset("alice/p", revision="dev")) == {"train", "test"}
+
+
+def test_a_secret_in_the_card_text_stops_the_push_before_any_upload(hub, key):
+    protected, summaries = protect_splits(make_dataset(4), key)
+    with pytest.raises(SecretLeakError):
+        push_protected(protected, summaries, "alice/p", key, license="mit", pretty_name=f"x {key._secret.hex()}",
+                       retry=FAST)
+    assert hub.repos == {}
