@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 from hf_poscuda import PosCUDAConfig, PosCUDAKey
@@ -70,39 +69,45 @@ def main() -> None:
             clean[spec.label] = train_model(spec, clean_train, test, recipe, f"{spec.label} clean")
             clean_path.write_text(json.dumps({k: v.to_dict() for k, v in clean.items()}, indent=1))
 
-    entries = []
     for name in args.settings.split(","):
         config = setting_config(name)
         folder = out / "settings" / name
         folder.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
         protected, _ = protect_dataset(data["train"], key, config, snr_clips=1)
         protected_train = to_arrays(protected, recipe.clip_seconds)
         base_path = folder / "_none.json"
-        if base_path.exists():
-            base = json.loads(base_path.read_text())
-        else:
-            base = {"quality": measure_quality(data["train"], protected, 100), "models": {}}
+        if not base_path.exists():
+            base = {"config": config.to_dict(), "key_id": key.key_id,
+                    "quality": measure_quality(data["train"], protected, 100), "models": {}}
             for spec in models:
                 base["models"][spec.label] = train_model(spec, protected_train, test, recipe, f"{spec.label} {name}").to_dict()
             base_path.write_text(json.dumps(base, indent=1))
-        results = {}
         for attack in attacks:
             path = folder / f"{attack.name}.json"
             if not path.exists():
                 path.write_text(json.dumps(
                     evaluate_attack(attack, models, protected_train, test, clean_train, recipe, name), indent=1
                 ))
-            results[attack.name] = json.loads(path.read_text())
+        write_report(out, key, recipe, clean, len(clean_train.labels), len(test.labels), clean_train.sampling_rate)
+
+
+def write_report(out: Path, key: PosCUDAKey, recipe, clean, train_clips: int, test_clips: int, sr: int) -> None:
+    """Collect every finished setting under OUTPUT/settings/ (default first) into report.json and report.md."""
+    entries = []
+    folders = sorted((out / "settings").glob("*/_none.json"), key=lambda p: (p.parent.name != "default", p.parent.name))
+    for base_path in folders:
+        name = base_path.parent.name
+        base = json.loads(base_path.read_text())
+        results = {a: json.loads((base_path.parent / f"{a}.json").read_text()) for a in ATTACKS
+                   if (base_path.parent / f"{a}.json").exists()}
         entries.append({
-            "name": name, "config": config.to_dict(), "key_id": key.key_id, "quality": base["quality"],
+            "name": name, "config": setting_config(name).to_dict(), "key_id": key.key_id, "quality": base["quality"],
             "models": {m: {"clean": clean[m].to_dict(), "protected": base["models"][m]} for m in base["models"]},
-            "attacks": results, "seconds": time.perf_counter() - start, "train_clips": len(clean_train.labels),
-            "test_clips": len(test.labels), "sampling_rate": clean_train.sampling_rate,
+            "attacks": results, "train_clips": train_clips, "test_clips": test_clips, "sampling_rate": sr,
         })
-        report = build_report(entries, recipe, "Free Spoken Digit Dataset (official split)")
-        (out / "report.json").write_text(json.dumps(report, indent=1))
-        (out / "report.md").write_text("\n".join(attacks_markdown(report, e["name"]) for e in entries))
+    report = build_report(entries, recipe, "Free Spoken Digit Dataset (official split)")
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    (out / "report.md").write_text("\n".join(attacks_markdown(report, e["name"]) for e in entries if e["attacks"]))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def _config(
 
 
 def _protect_source(
-    source: str, key: Path, splits: list[str] | None, config_name: str | None, knobs: dict[str, Any],
+    source: str, key: Path, splits: list[str] | None, config_name: str | None, config: Any,
     audio_column: str, label_column: str, batch_size: int, num_proc: int | None, device: str | None,
     output_format: str = "wav", quality_clips: int = 50,
 ) -> tuple[Any, Any, dict[str, Any]]:
@@ -91,7 +91,7 @@ def _protect_source(
     secret = PosCUDAKey.load(key)
     dataset = load_audio_dataset(source, config=config_name)
     protected, summaries = protect_splits(
-        dataset, secret, _config(**knobs), splits, audio_column=audio_column, label_column=label_column,
+        dataset, secret, config, splits, audio_column=audio_column, label_column=label_column,
         batch_size=batch_size, num_proc=num_proc, device=device, output_format=output_format,  # type: ignore[arg-type]
         quality_clips=quality_clips,
     )
@@ -149,10 +149,9 @@ def protect(
     from .hub import check_key_outside
 
     check_key_outside(key, output, "written")
-    knobs = dict(preset=preset, kernel_size=kernel_size, blur_factor=blur_factor, filter_family=filter_family,
-                 placement=placement, num_patches=num_patches, patch_seconds=patch_seconds)
+    config = _config(preset, kernel_size, blur_factor, filter_family, placement, num_patches, patch_seconds)
     _, protected, summaries = _protect_source(
-        source, key, split, config_name, knobs, audio_column, label_column, batch_size, num_proc, device,
+        source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
         output_format, quality_clips,
     )
     protected.save_to_disk(str(output))
@@ -207,10 +206,9 @@ def push(
         check_key_outside(key, source, "read and uploaded")
     report = _read_report(eval_report)
     info = source_info(source)
-    knobs = dict(preset=preset, kernel_size=kernel_size, blur_factor=blur_factor, filter_family=filter_family,
-                 placement=placement, num_patches=num_patches, patch_seconds=patch_seconds)
+    config = _config(preset, kernel_size, blur_factor, filter_family, placement, num_patches, patch_seconds)
     secret, protected, summaries = _protect_source(
-        source, key, split, config_name, knobs, audio_column, label_column, batch_size, num_proc, device,
+        source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
         "wav", quality_clips,
     )
     result = push_protected(
@@ -258,10 +256,9 @@ def card(
     info = source_info(source)
     if not (license or info.license):
         raise ValueError("The source's license is unknown; pass --license with its license id (e.g. cc-by-4.0).")
-    knobs = dict(preset=preset, kernel_size=kernel_size, blur_factor=blur_factor, filter_family=filter_family,
-                 placement=placement, num_patches=num_patches, patch_seconds=patch_seconds)
+    config = _config(preset, kernel_size, blur_factor, filter_family, placement, num_patches, patch_seconds)
     secret, _, summaries = _protect_source(
-        source, key, split, config_name, knobs, audio_column, label_column, 100, None, device, "wav", quality_clips
+        source, key, split, config_name, config, audio_column, label_column, 100, None, device, "wav", quality_clips
     )
     text = render_card(
         summaries, license=license or info.license, repo_id=repo_id, source=info.name, source_is_hub=info.is_hub,
