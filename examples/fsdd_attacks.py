@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--models", default="logmel_cnn,raw_cnn")
     parser.add_argument("--settings", default="default", help="comma-separated presets or CANDIDATES names")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated countermeasure names")
+    parser.add_argument("--clean-attacks", default="", help="countermeasures to also train under on CLEAN data "
+                        "(a baseline: what the countermeasure alone does to accuracy)")
     parser.add_argument("--key", default=None, help="key file (default: the public test key bytes(range(32)))")
     parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args()
@@ -69,7 +71,15 @@ def main() -> None:
             clean[spec.label] = train_model(spec, clean_train, test, recipe, f"{spec.label} clean")
             clean_path.write_text(json.dumps({k: v.to_dict() for k, v in clean.items()}, indent=1))
 
-    for name in args.settings.split(","):
+    clean_folder = out / "settings" / "_clean_attacks"
+    for attack_name in [a for a in args.clean_attacks.split(",") if a]:
+        path = clean_folder / f"{attack_name}.json"
+        if not path.exists():
+            clean_folder.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(
+                evaluate_attack(ATTACKS[attack_name], models, clean_train, test, clean_train, recipe, "clean"), indent=1
+            ))
+    for name in [s for s in args.settings.split(",") if s]:
         config = setting_config(name)
         folder = out / "settings" / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -94,12 +104,16 @@ def main() -> None:
 def write_report(out: Path, key: PosCUDAKey, recipe, clean, train_clips: int, test_clips: int, sr: int) -> None:
     """Collect every finished setting under OUTPUT/settings/ (default first) into report.json and report.md."""
     entries = []
-    folders = sorted((out / "settings").glob("*/_none.json"), key=lambda p: (p.parent.name != "default", p.parent.name))
+    folders = sorted((out / "settings").glob("[!_]*/_none.json"), key=lambda p: (p.parent.name != "default", p.parent.name))
     for base_path in folders:
         name = base_path.parent.name
         base = json.loads(base_path.read_text())
         results = {a: json.loads((base_path.parent / f"{a}.json").read_text()) for a in ATTACKS
                    if (base_path.parent / f"{a}.json").exists()}
+        for a, result in results.items():  # the clean-data baseline under the same countermeasure, if measured
+            clean_path = out / "settings" / "_clean_attacks" / f"{a}.json"
+            if clean_path.exists():
+                result["clean_models"] = json.loads(clean_path.read_text())["models"]
         entries.append({
             "name": name, "config": setting_config(name).to_dict(), "key_id": key.key_id, "quality": base["quality"],
             "models": {m: {"clean": clean[m].to_dict(), "protected": base["models"][m]} for m in base["models"]},

@@ -226,7 +226,11 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
                 cells.append("n/a")
             else:
                 delta = 100 * (attacked["test_accuracy"] - run["protected"]["test_accuracy"])
-                cells.append(f"{_pct(attacked['test_accuracy'])} ({delta:+.1f})")
+                cell = f"{_pct(attacked['test_accuracy'])} ({delta:+.1f})"
+                baseline = (result.get("clean_models") or {}).get(label)
+                if baseline is not None:
+                    cell += f" [clean: {_pct(baseline['test_accuracy'])}]"
+                cells.append(cell)
         attacks.append({"name": name, "kind": result["kind"], "description": result["description"],
                         "pesq": _fmt(result.get("quality", {}).get("pesq"), 2), "cells": cells})
     q = entry.get("quality", {})

@@ -152,5 +152,7 @@ def test_evaluation_runs_countermeasures_and_reports_them(key):
     table = attacks_markdown(report, entry["name"])
     assert "| protected + `specaugment`" in table and "| n/a |" in table
     assert table in report_markdown(report)
+    entry["attacks"]["mp3"]["clean_models"] = {"raw_cnn": {"test_accuracy": 0.875}}  # a clean-data baseline
+    assert "[clean: 87.5 %]" in attacks_markdown(build_report([entry], TrainingRecipe(epochs=1), "tiny"), entry["name"])
     with pytest.raises(ValueError, match="Unknown countermeasure"):
         evaluate_protection(data, key, PosCUDAConfig(), [ModelSpec("raw_cnn")], attacks=["nope"])

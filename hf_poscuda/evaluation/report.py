@@ -228,7 +228,8 @@ def attacks_markdown(report: dict[str, Any], setting: str) -> str:
 
     Rows: clean training, protected training without a countermeasure, then one row per countermeasure with its
     kind, the audio quality it costs the adversary (PESQ of countermeasure output vs clean input) and, per model,
-    the accuracy and its change against the no-countermeasure row. Raises ``ValueError`` if the setting has no
+    the accuracy and its change against the no-countermeasure row (plus, when the attack result has
+    ``clean_models``, the accuracy of clean training under the same countermeasure). Raises ``ValueError`` if the setting has no
     countermeasure results.
     """
     entry = next((s for s in report["settings"] if s["name"] == setting), None)
@@ -259,7 +260,11 @@ def attacks_markdown(report: dict[str, Any], setting: str) -> str:
                 cells.append("n/a")
                 continue
             delta = 100 * (run["test_accuracy"] - entry["models"][m]["protected"]["test_accuracy"])
-            cells.append(f"{_pct(run['test_accuracy'])} ({delta:+.1f})")
+            cell = f"{_pct(run['test_accuracy'])} ({delta:+.1f})"
+            clean_run = result.get("clean_models", {}).get(m)
+            if clean_run is not None:
+                cell += f" [clean: {_pct(clean_run['test_accuracy'])}]"
+            cells.append(cell)
         rows.append(
             f"| protected + `{name}` ({result['description']}) | {result['kind']} | {_num(result['quality'].get('pesq'))} | "
             + " | ".join(cells) + " |"
@@ -268,6 +273,8 @@ def attacks_markdown(report: dict[str, Any], setting: str) -> str:
         "",
         "PESQ cost: mean PESQ of the countermeasure's output against its clean input (4.5 = unchanged); it is what "
         "the adversary gives up in audio quality. In brackets: change in points against training on the protected "
-        "data without a countermeasure. n/a: the countermeasure does not apply to that model.",
+        "data without a countermeasure. [clean: …], where measured: the same model trained on the clean data under "
+        "the same countermeasure, i.e. what the countermeasure alone does to accuracy. n/a: the countermeasure does "
+        "not apply to that model.",
     ]
     return "\n".join(rows) + "\n"
