@@ -60,3 +60,28 @@ def test_default_setting_reproduces_the_committed_fsdd_numbers():
         assert abs(got["protected"]["test_accuracy"] - want["accuracy"][model]) <= 0.05
         assert got["clean"]["test_accuracy"] - got["protected"]["test_accuracy"] >= 0.3  # protection had an effect
     assert abs(entry["quality"]["pesq"] - want["pesq"]) <= 0.05
+
+
+ATTACK_REPORT = ROOT / "examples" / "results" / "fsdd_attacks" / "report.json"
+
+
+def test_committed_robustness_results_cover_every_countermeasure_for_the_default():
+    from hf_poscuda.evaluation import ATTACKS
+
+    report = json.loads(ATTACK_REPORT.read_text())
+    settings = {s["name"]: s for s in report["settings"]}
+    default = settings[DEFAULT_SETTING]
+    assert default["config"] == PosCUDAConfig().to_dict()  # the README's robustness table is the shipped default's
+    assert default["key_id"] == PUBLIC_TEST_KEY.key_id
+    assert set(default["attacks"]) == set(ATTACKS)
+    for name, result in default["attacks"].items():
+        expected = {m for m in ("logmel_cnn", "raw_cnn") if ATTACKS[name].applies_to(m)}
+        assert set(result["models"]) == expected, name
+        assert result["kind"] == ATTACKS[name].kind
+    # the no-countermeasure run is the recorded public-key run of the slow test, repeated (same key, seed, recipe)
+    (public,) = [r for r in key_runs() if r.get("public_test_key")]
+    for model, run in default["models"].items():
+        assert abs(run["protected"]["test_accuracy"] - public["accuracy"][model]) <= 0.05
+    # every hardening candidate is compared with the default under the same countermeasures
+    for name, entry in settings.items():
+        assert entry["key_id"] == PUBLIC_TEST_KEY.key_id and set(entry["attacks"]) <= set(default["attacks"]), name
