@@ -7,7 +7,6 @@ Only public facts go on a card: the parameters, the public key id, measured numb
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,6 +17,7 @@ from huggingface_hub import DatasetCardData
 
 from . import __version__
 from .key import PosCUDAKey
+from .evaluation.report import _num, _pct, attack_cell
 from .protect import ProtectionSummary
 
 logger = logging.getLogger(__name__)
@@ -185,30 +185,20 @@ def render_card(
     return text
 
 
-def _fmt(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
 def _split_row(name: str, s: ProtectionSummary) -> dict[str, Any]:
     q = s.quality or {}
     return {
         "name": name,
         "clips": s.clips,
         "classes": s.classes,
-        "snr_db": _fmt(s.snr_db, 1),
+        "snr_db": _num(s.snr_db, 1),
         "snr_clips": s.snr_clips,
-        "segmental_snr_db": _fmt(q.get("segmental_snr_db"), 1),
-        "lsd_db": _fmt(q.get("lsd_db"), 2),
-        "pesq": _fmt(q.get("pesq"), 2),
-        "stoi": _fmt(q.get("stoi"), 2),
+        "segmental_snr_db": _num(q.get("segmental_snr_db"), 1),
+        "lsd_db": _num(q.get("lsd_db"), 2),
+        "pesq": _num(q.get("pesq"), 2),
+        "stoi": _num(q.get("stoi"), 2),
         "quality_clips": q.get("clips", 0),
     }
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
 
 
 def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], key_id: str) -> dict[str, Any]:
@@ -219,20 +209,9 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         models.append({"name": label, "clean": _pct(clean), "protected": _pct(prot), "held": prot <= GOAL_ACCURACY})
     attacks = []
     for name, result in (entry.get("attacks") or {}).items():
-        cells = []
-        for label, run in entry["models"].items():
-            attacked = result["models"].get(label)
-            if attacked is None:
-                cells.append("n/a")
-            else:
-                delta = 100 * (attacked["test_accuracy"] - run["protected"]["test_accuracy"])
-                cell = f"{_pct(attacked['test_accuracy'])} ({delta:+.1f})"
-                baseline = (result.get("clean_models") or {}).get(label)
-                if baseline is not None:
-                    cell += f" [clean: {_pct(baseline['test_accuracy'])}]"
-                cells.append(cell)
+        cells = [attack_cell(result, label, run["protected"]["test_accuracy"]) for label, run in entry["models"].items()]
         attacks.append({"name": name, "kind": result["kind"], "description": result["description"],
-                        "pesq": _fmt(result.get("quality", {}).get("pesq"), 2), "cells": cells})
+                        "pesq": _num(result.get("quality", {}).get("pesq"), 2), "cells": cells})
     q = entry.get("quality", {})
     return {
         "dataset": report.get("dataset", "?"),
@@ -241,8 +220,8 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         "test_clips": entry.get("test_clips"),
         "seed": report.get("recipe", {}).get("seed"),
         "same_key": entry.get("key_id") == key_id,
-        "pesq": _fmt(q.get("pesq"), 2),
-        "snr_db": _fmt(q.get("snr_db_overall"), 1),
+        "pesq": _num(q.get("pesq"), 2),
+        "snr_db": _num(q.get("snr_db_overall"), 1),
         "models": models,
         "all_held": all(m["held"] for m in models),
         "attacks": attacks,

@@ -227,7 +227,7 @@ def scan_dataset_for_secret(dataset: Dataset, key: PosCUDAKey, what: str) -> Non
     for column_name, column in zip(table.column_names, table.columns, strict=True):
         for chunk in column.chunks:
             for buffer in chunk.buffers():
-                if buffer is not None and buffer.size and key.appears_in(memoryview(buffer).tobytes()):
+                if buffer is not None and buffer.size:
                     key.assert_not_in(memoryview(buffer).tobytes(), f"{what}, column {column_name!r}")
 
 
@@ -316,8 +316,8 @@ def push_protected(
     if key_ids != {key.key_id}:
         raise ValueError(f"The splits were protected with key id(s) {sorted(key_ids)}, not with the given key.")
     parameters = next(iter(summaries.values())).config
-    if evaluation_report is not None:
-        evaluation_for(evaluation_report, parameters)  # fail before uploading anything
+    # fail before uploading anything if the report did not measure these parameters
+    entry = evaluation_for(evaluation_report, parameters) if evaluation_report is not None else None
     policy = retry or RetryPolicy()
     for name, split in protected.items():
         scan_dataset_for_secret(split, key, f"split {name!r}")
@@ -354,7 +354,6 @@ def push_protected(
     for name in protected:
         record.splits.setdefault(config_name, {})[name] = summaries[name].to_dict()
     if evaluation_report is not None:
-        entry = evaluation_for(evaluation_report, parameters)
         record.evaluation = {**{k: v for k, v in evaluation_report.items() if k != "settings"}, "settings": [entry]}
     if source is not None:
         record.source = {"name": source, "is_hub": source_is_hub, "attribution": attribution}

@@ -99,7 +99,7 @@ def pesq_score(original: np.ndarray, protected: np.ndarray, sampling_rate: int) 
     x, y = _pair(original, protected)
     x, y = x.reshape(-1, x.shape[-1]).mean(0), y.reshape(-1, y.shape[-1]).mean(0)
     if sampling_rate not in (8000, 16000):
-        x, y = _resample(x, sampling_rate, 16000), _resample(y, sampling_rate, 16000)
+        x, y = change_rate(x, sampling_rate, 16000), change_rate(y, sampling_rate, 16000)
         sampling_rate = 16000
     mode = "nb" if sampling_rate == 8000 else "wb"
     try:
@@ -176,8 +176,11 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+def change_rate(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Polyphase resampling of ``x`` (along its last axis) from ``sr_in`` to ``sr_out``; ``x`` itself if equal."""
+    if sr_in == sr_out:
+        return x
     from scipy.signal import resample_poly
 
     g = math.gcd(sr_in, sr_out)
-    return resample_poly(x, sr_out // g, sr_in // g)
+    return resample_poly(x, sr_out // g, sr_in // g, axis=-1)

@@ -133,25 +133,19 @@ def opus(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, bit_ra
 
 
 def _codec_roundtrip(audio: np.ndarray, sampling_rate: int, fmt: str, bit_rate: int, codec_rate: int) -> np.ndarray:
-    from math import gcd
-
-    from scipy.signal import resample_poly
     from torchcodec.decoders import AudioDecoder
     from torchcodec.encoders import AudioEncoder
 
-    g = gcd(sampling_rate, codec_rate)
-    up, down = codec_rate // g, sampling_rate // g
+    from ..quality import change_rate
+
     out = np.empty_like(audio)
     for i, clip in enumerate(audio):
-        x = resample_poly(clip, up, down).astype(np.float32) if up != down else clip
+        x = change_rate(clip, sampling_rate, codec_rate).astype(np.float32)
         encoded = AudioEncoder(torch.from_numpy(np.ascontiguousarray(x))[None], sample_rate=codec_rate).to_tensor(
             format=fmt, bit_rate=bit_rate
         )
         decoded = AudioDecoder(encoded.numpy().tobytes()).get_all_samples()
-        y = decoded.data[0].numpy()
-        if decoded.sample_rate != sampling_rate:
-            g2 = gcd(sampling_rate, decoded.sample_rate)
-            y = resample_poly(y, sampling_rate // g2, decoded.sample_rate // g2)
+        y = change_rate(decoded.data[0].numpy(), decoded.sample_rate, sampling_rate)
         out[i] = _fit_length(y[None], audio.shape[1])[0]
     return out
 

@@ -71,8 +71,8 @@ def build_report(settings: list[dict[str, Any]], recipe: TrainingRecipe, dataset
     }
 
 
-def _pct(value: float) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f} %"
+def _pct(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.1f} %"
 
 
 def _num(value: float, digits: int = 2) -> str:
@@ -223,6 +223,21 @@ def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy
     return "\n".join(lines) + "\n"
 
 
+def attack_cell(result: dict[str, Any], model: str, protected_accuracy: float) -> str:
+    """One model's cell of a countermeasure row: ``"48.0 % (-13.7)"``, the change in points against protected
+    training without the countermeasure, plus ``" [clean: 100.0 %]"`` when the clean-data baseline was measured;
+    ``"n/a"`` when the countermeasure does not apply to the model."""
+    run = result["models"].get(model)
+    if run is None:
+        return "n/a"
+    delta = 100 * (run["test_accuracy"] - protected_accuracy)
+    cell = f"{_pct(run['test_accuracy'])} ({delta:+.1f})"
+    baseline = (result.get("clean_models") or {}).get(model)
+    if baseline is not None:
+        cell += f" [clean: {_pct(baseline['test_accuracy'])}]"
+    return cell
+
+
 def attacks_markdown(report: dict[str, Any], setting: str) -> str:
     """Robustness table of one setting: clean-test accuracy after protected training under each countermeasure.
 
@@ -253,18 +268,7 @@ def attacks_markdown(report: dict[str, Any], setting: str) -> str:
         + " | ".join(_pct(entry["models"][m]["protected"]["test_accuracy"]) for m in models) + " |",
     ]
     for name, result in attacks.items():
-        cells = []
-        for m in models:
-            run = result["models"].get(m)
-            if run is None:
-                cells.append("n/a")
-                continue
-            delta = 100 * (run["test_accuracy"] - entry["models"][m]["protected"]["test_accuracy"])
-            cell = f"{_pct(run['test_accuracy'])} ({delta:+.1f})"
-            clean_run = result.get("clean_models", {}).get(m)
-            if clean_run is not None:
-                cell += f" [clean: {_pct(clean_run['test_accuracy'])}]"
-            cells.append(cell)
+        cells = [attack_cell(result, m, entry["models"][m]["protected"]["test_accuracy"]) for m in models]
         rows.append(
             f"| protected + `{name}` ({result['description']}) | {result['kind']} | {_num(result['quality'].get('pesq'))} | "
             + " | ".join(cells) + " |"

@@ -206,10 +206,9 @@ def extract_features(extractor: Any, audio: np.ndarray, sampling_rate: int) -> d
     """Run a transformers feature extractor on fixed-length clips, resampling if it expects another rate."""
     target = int(getattr(extractor, "sampling_rate", sampling_rate))
     if target != sampling_rate:
-        from scipy.signal import resample_poly
+        from ..quality import change_rate
 
-        g = math.gcd(sampling_rate, target)
-        audio = resample_poly(audio, target // g, sampling_rate // g, axis=-1).astype(np.float32)
+        audio = change_rate(audio, sampling_rate, target).astype(np.float32)
     out = extractor(list(audio), sampling_rate=target, return_tensors="np")
     return {k: np.asarray(v) for k, v in out.items() if k in ("input_values", "attention_mask")}
 
