@@ -3,9 +3,9 @@
 from .config import PRESETS, PosCUDAConfig
 from .hf import PosCUDA
 from .key import KeyFileError, PosCUDAKey
-from .transform import PosCUDATransform, apply_poscuda
+from .transform import PosCUDATransform, apply_poscuda, apply_segments
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PRESETS",
@@ -15,5 +15,6 @@ __all__ = [
     "PosCUDAKey",
     "PosCUDATransform",
     "apply_poscuda",
+    "apply_segments",
     "__version__",
 ]

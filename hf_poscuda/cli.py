@@ -21,7 +21,9 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="Private key file (create one with `hf-poscuda keygen`).")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Protection preset: default, patches, paper or cuda.")]
+PresetOpt = Annotated[
+    str, typer.Option("--preset", help="Protection preset: default, barcode, v0.1, patches, paper or cuda (README).")
+]
 AudioColOpt = Annotated[str, typer.Option("--audio-column", help="Name of the Audio column.")]
 LabelColOpt = Annotated[str, typer.Option("--label-column", help="Name of the label column.")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows per map batch.")]
@@ -66,17 +68,10 @@ def keygen(
     typer.echo(f"Wrote key {key.key_id} to {path} (mode 0600). Keep it private and backed up.")
 
 
-def _config(
-    preset: str, kernel_size: int | None, blur_factor: float | None, filter_family: str | None,
-    placement: str | None, num_patches: int | None, patch_seconds: float | None,
-) -> Any:
+def _config(preset: str, knobs: list[str] | None) -> Any:
     from .config import PosCUDAConfig
 
-    overrides = {
-        "kernel_size": kernel_size, "blur_factor": blur_factor, "filter_family": filter_family,
-        "placement": placement, "num_patches": num_patches, "patch_seconds": patch_seconds,
-    }
-    return PosCUDAConfig.from_preset(preset, **{k: v for k, v in overrides.items() if v is not None})
+    return PosCUDAConfig.from_preset(preset, **PosCUDAConfig.parse_knobs(knobs or []))
 
 
 def _protect_source(
@@ -104,12 +99,11 @@ SplitOpt = Annotated[
     list[str] | None, typer.Option("--split", help="Split to protect (repeatable; default: all splits).")
 ]
 ConfigNameOpt = Annotated[str | None, typer.Option("--config", help="Config of a Hub source dataset.")]
-KernelOpt = Annotated[int | None, typer.Option("--kernel-size", help="Override: filter taps (odd).")]
-BlurOpt = Annotated[float | None, typer.Option("--blur-factor", help="Override: tap range U(0, b) / U(-b, b).")]
-FamilyOpt = Annotated[str | None, typer.Option("--filter-family", help="Override: uniform or signed.")]
-PlacementOpt = Annotated[str | None, typer.Option("--placement", help="Override: whole, active, relative, absolute.")]
-PatchesOpt = Annotated[int | None, typer.Option("--num-patches", help="Override: patches per clip.")]
-PatchSecondsOpt = Annotated[float | None, typer.Option("--patch-seconds", help="Override: patch length (s).")]
+KnobsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one protection knob on top of the preset, e.g. --set num_segments=6 "
+                 "(repeatable; knobs: see PosCUDAConfig)."),
+]
 LicenseOpt = Annotated[
     str | None, typer.Option("--license", help="License id for the card (default: the source card's license).")
 ]
@@ -131,12 +125,7 @@ def protect(
     split: SplitOpt = None,
     config_name: ConfigNameOpt = None,
     preset: PresetOpt = "default",
-    kernel_size: KernelOpt = None,
-    blur_factor: BlurOpt = None,
-    filter_family: FamilyOpt = None,
-    placement: PlacementOpt = None,
-    num_patches: PatchesOpt = None,
-    patch_seconds: PatchSecondsOpt = None,
+    knobs: KnobsOpt = None,
     audio_column: AudioColOpt = "audio",
     label_column: LabelColOpt = "label",
     batch_size: BatchOpt = 100,
@@ -149,7 +138,7 @@ def protect(
     from .hub import check_key_outside
 
     check_key_outside(key, output, "written")
-    config = _config(preset, kernel_size, blur_factor, filter_family, placement, num_patches, patch_seconds)
+    config = _config(preset, knobs)
     _, protected, summaries = _protect_source(
         source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
         output_format, quality_clips,
@@ -187,12 +176,7 @@ def push(
     attribution: Annotated[str | None, typer.Option("--attribution", help="Attribution text for the card.")] = None,
     eval_report: EvalReportOpt = None,
     preset: PresetOpt = "default",
-    kernel_size: KernelOpt = None,
-    blur_factor: BlurOpt = None,
-    filter_family: FamilyOpt = None,
-    placement: PlacementOpt = None,
-    num_patches: PatchesOpt = None,
-    patch_seconds: PatchSecondsOpt = None,
+    knobs: KnobsOpt = None,
     batch_size: BatchOpt = 100,
     num_proc: NumProcOpt = None,
     device: DeviceOpt = None,
@@ -206,7 +190,7 @@ def push(
         check_key_outside(key, source, "read and uploaded")
     report = _read_report(eval_report)
     info = source_info(source)
-    config = _config(preset, kernel_size, blur_factor, filter_family, placement, num_patches, patch_seconds)
+    config = _config(preset, knobs)
     secret, protected, summaries = _protect_source(
         source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
         "wav", quality_clips,
@@ -239,12 +223,7 @@ def card(
     audio_column: AudioColOpt = "audio",
     label_column: LabelColOpt = "label",
     preset: PresetOpt = "default",
-    kernel_size: KernelOpt = None,
-    blur_factor: BlurOpt = None,
-    filter_family: FamilyOpt = None,
-    placement: PlacementOpt = None,
-    num_patches: PatchesOpt = None,
-    patch_seconds: PatchSecondsOpt = None,
+    knobs: KnobsOpt = None,
     device: DeviceOpt = None,
     quality_clips: QualityClipsOpt = 50,
 ) -> None:
@@ -256,7 +235,7 @@ def card(
     info = source_info(source)
     if not (license or info.license):
         raise ValueError("The source's license is unknown; pass --license with its license id (e.g. cc-by-4.0).")
-    config = _config(preset, kernel_size, blur_factor, filter_family, placement, num_patches, patch_seconds)
+    config = _config(preset, knobs)
     secret, _, summaries = _protect_source(
         source, key, split, config_name, config, audio_column, label_column, 100, None, device, "wav", quality_clips
     )
@@ -289,14 +268,15 @@ def demo(
         Path | None, typer.Option("--key", "-k", help="Key file; created (0600) if it does not exist.")
     ] = None,
     preset: PresetOpt = "default",
+    knobs: KnobsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Protect the embedded FSDD subset (360 clips, CC BY-SA 4.0), save it, and print a summary."""
-    from .config import PosCUDAConfig
     from .data import load_fsdd_mini
     from .key import PosCUDAKey
     from .protect import protect_dataset
 
+    config = _config(preset, knobs)
     key_path = key if key is not None else output.with_name(output.name + ".key")
     if key_path.exists():
         secret = PosCUDAKey.load(key_path)
@@ -309,7 +289,7 @@ def demo(
 
     out = DatasetDict()
     for name, split in data.items():
-        out[name], summary = protect_dataset(split, secret, PosCUDAConfig.from_preset(preset), device=device)
+        out[name], summary = protect_dataset(split, secret, config, device=device)
         typer.echo(f"[{name}] {summary.format()}")
     out.save_to_disk(str(output))
     typer.echo(f"Saved the protected dataset to {output} (load it with datasets.load_from_disk).")
@@ -331,8 +311,11 @@ def evaluate(
         Path | None, typer.Option("--key", "-k", help="Key file (default: a fresh key for this run, not saved).")
     ] = None,
     presets: Annotated[
-        list[str] | None, typer.Option("--preset", help="Setting(s) to evaluate (repeatable): default, paper, cuda.")
+        list[str] | None,
+        typer.Option("--preset", help="Setting(s) to evaluate (repeatable): default, barcode, v0.1, patches, paper, "
+                     "cuda."),
     ] = None,
+    knobs: KnobsOpt = None,
     models: Annotated[
         str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small|:ckpt], ast[...]")
     ] = "logmel_cnn,raw_cnn",
@@ -346,20 +329,17 @@ def evaluate(
     quality_clips: Annotated[int, typer.Option("--quality-clips", min=1, help="Clips for PESQ/STOI/SNR.")] = 100,
     attacks: Annotated[
         list[str] | None,
-        typer.Option("--attack", help="Countermeasure to train under (repeatable; 'all' for every one): "
-                     "time_shift, random_crop, resample, lowpass, bandlimit, mp3, opus, noise-30db, noise-20db, "
-                     "noise-10db, preemphasis, sharpen, mixup, specaugment."),
+        typer.Option("--attack", help="Countermeasure to train under (repeatable; 'all' for every single one; "
+                     "'a+b' combines): time_shift, random_crop, resample, lowpass, bandlimit, mp3, opus, noise-30db, "
+                     "noise-20db, noise-10db, preemphasis, sharpen, mixup, specaugment, blind_eq, sliding_eq, cmvn, "
+                     "random_eq, random_eq_tv."),
     ] = None,
 ) -> None:
     """Train models on clean vs protected train audio and report clean-test accuracy, quality and plots."""
     from datasets import DatasetDict
 
-    from .data import source_name
-    from .evaluation import ATTACKS
-
-    from .config import PosCUDAConfig
-    from .data import load_audio_dataset
-    from .evaluation import ModelSpec, TrainingRecipe, report_markdown, run_evaluation
+    from .data import load_audio_dataset, source_name
+    from .evaluation import ATTACKS, ModelSpec, TrainingRecipe, report_markdown, run_evaluation
     from .key import PosCUDAKey
 
     secret = PosCUDAKey.load(key) if key is not None else PosCUDAKey.generate()
@@ -367,7 +347,7 @@ def evaluate(
     if not isinstance(dataset, DatasetDict):
         raise ValueError(f"{source!r} has a single split; evaluation needs a train and a test split.")
     report = run_evaluation(
-        dataset, secret, {name: PosCUDAConfig.from_preset(name) for name in (presets or ["default"])},
+        dataset, secret, {name: _config(name, knobs) for name in (presets or ["default"])},
         [ModelSpec.parse(m.strip()) for m in models.split(",") if m.strip()],
         TrainingRecipe(epochs=epochs, hf_epochs=hf_epochs, seed=seed), dataset_name=source_name(source),
         output=str(output), train_split=train_split, test_split=test_split, audio_column=audio_column,

@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+import numpy as np
 
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value
 
@@ -29,15 +31,28 @@ def fsdd_features() -> Features:
     )
 
 
-def load_fsdd(root: str | os.PathLike[str]) -> DatasetDict:
-    """Load Free Spoken Digit Dataset recordings (``{digit}_{speaker}_{index}.wav``) with the official split.
+FSDD_TEST_SPEAKERS = ("nicolas", "theo")  # the speaker-disjoint split: train on the other four speakers
+FsddSplit = Literal["official", "speaker"]
+
+
+def load_fsdd(
+    root: str | os.PathLike[str], split: FsddSplit = "official", sampling_rate: int | None = None
+) -> DatasetDict:
+    """Load Free Spoken Digit Dataset recordings (``{digit}_{speaker}_{index}.wav``) into train and test splits.
 
     Files anywhere under ``root`` are read into memory (audio bytes are embedded, so the result does not depend
-    on ``root`` staying in place). Utterances 0-4 form ``test``, the rest ``train``; rows are sorted by file name.
+    on ``root`` staying in place); rows are sorted by file name.
 
     Args:
         root (`str` or `os.PathLike`): a folder holding FSDD ``.wav`` files (e.g. FSDD's ``recordings/``).
+        split (`str`, defaults to `"official"`): ``"official"`` (utterances 0-4 of every speaker are test, the
+            rest train) or ``"speaker"`` (speaker-disjoint: :data:`FSDD_TEST_SPEAKERS` are test, the other
+            speakers train; harder, as a model must generalise to new voices).
+        sampling_rate (`int`, *optional*): resample every clip to this rate (polyphase, stored as 32-bit float
+            WAV so nothing is rounded); ``None`` keeps FSDD's 8 kHz.
     """
+    if split not in get_args(FsddSplit):
+        raise ValueError(f"split must be one of {list(get_args(FsddSplit))}, got {split!r}.")
     files = sorted(p for p in Path(root).rglob("*.wav") if _FSDD_NAME.match(p.name))
     if not files:
         raise ValueError(f"No FSDD files named like '7_jackson_32.wav' under {str(root)!r}.")
@@ -45,15 +60,28 @@ def load_fsdd(root: str | os.PathLike[str]) -> DatasetDict:
     for path in files:
         m = _FSDD_NAME.match(path.name)
         assert m is not None
-        utterance = int(m.group(3))
-        c = columns["test" if utterance in FSDD_TEST_UTTERANCES else "train"]
-        c["audio"].append({"bytes": path.read_bytes(), "path": path.name})
+        utterance, speaker = int(m.group(3)), m.group(2)
+        is_test = utterance in FSDD_TEST_UTTERANCES if split == "official" else speaker in FSDD_TEST_SPEAKERS
+        c = columns["test" if is_test else "train"]
+        c["audio"].append({"bytes": _resampled(path, sampling_rate), "path": path.name})
         c["label"].append(int(m.group(1)))
-        c["speaker"].append(m.group(2))
+        c["speaker"].append(speaker)
         c["utterance"].append(utterance)
     return DatasetDict(
-        {split: Dataset.from_dict(c, features=fsdd_features()) for split, c in columns.items() if c["audio"]}
+        {name: Dataset.from_dict(c, features=fsdd_features()) for name, c in columns.items() if c["audio"]}
     )
+
+
+def _resampled(path: Path, sampling_rate: int | None) -> bytes:
+    if sampling_rate is None:
+        return path.read_bytes()
+    import soundfile as sf
+
+    from .hf import encode_audio
+    from .quality import change_rate
+
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    return encode_audio(np.ascontiguousarray(change_rate(data.T, sr, sampling_rate), dtype=np.float32), sampling_rate)
 
 
 def is_fsdd_folder(path: str | os.PathLike[str]) -> bool:

@@ -56,8 +56,9 @@ def _prepare_worker() -> None:
 class PosCUDA:
     """Protect an audio dataset with PosCUDA: pass an instance to ``Dataset.map(..., batched=True)``.
 
-    Every row is kept, in order; only the audio column changes, and only inside each clip's secret patches (the
-    default setting filters the whole clip: see :class:`PosCUDAConfig`).
+    Every row is kept, in order; only the audio column changes (the default filters every sample with class
+    filters that switch at secret positions along the clip; patch settings change only their patches: see
+    :class:`PosCUDAConfig`).
     The audio column stays an ``Audio`` feature; each clip keeps its sampling rate and channels (stereo stays
     stereo). The instance is picklable and hashes stably, so ``datasets`` reuses its cache for an identical
     repeated ``map`` and recomputes for a different key or knob. The secret never appears in its ``repr`` or in

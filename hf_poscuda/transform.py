@@ -1,9 +1,13 @@
 """The PosCUDA transform in pure torch: a padded batch in, the protected batch out. Knows nothing of `datasets`.
 
-One call processes a whole batch with tensor operations (no Python loop over clips): a loop over the
-``num_patches`` patches and over the filter taps, each step vectorised over the batch. The FIR filter is computed
-as a sum of shifted, scaled copies (elementwise multiply then add), so each clip's result is bit-identical
-whatever batch it is in, on a given device.
+Two paths, both bit-identical per clip whatever batch the clip comes in (on a given device):
+
+- Random-tap filters on patches or whole clips (:func:`apply_poscuda`): tensor operations over the whole batch,
+  a loop over the ``num_patches`` patches and the filter taps; the FIR is a sum of shifted, scaled copies
+  (elementwise multiply then add).
+- Barcodes and time-varying segments (:func:`apply_segments`): long filters by FFT convolution (overlap-save),
+  one clip at a time with block sizes that depend only on the clip, each class's filters switched along the clip
+  with cross-fades.
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- per-class parameters (from the key)
-def class_filter(key: PosCUDAKey, config: PosCUDAConfig, class_index: int) -> np.ndarray:
-    """The ``kernel_size`` filter taps (float64) of one class, derived from the key."""
+def class_filter(key: PosCUDAKey, config: PosCUDAConfig, class_index: int, variant: int = 0) -> np.ndarray:
+    """The ``kernel_size`` random taps (float64) of one class's filter number ``variant``, derived from the key.
+
+    For ``"uniform"`` / ``"signed"`` filters; barcodes are designed in :mod:`hf_poscuda.barcode`.
+    """
     k = config.kernel_size
-    u = key.uniform("filter", class_index, k)
+    purpose = "filter" if variant == 0 else f"filter/{variant}"
+    u = key.uniform(purpose, class_index, k)
     taps = u * config.blur_factor if config.filter_family == "uniform" else (2.0 * u - 1.0) * config.blur_factor
     if config.identity_tap:
         taps[min(int(key.uniform("identity-tap", class_index, 1)[0] * k), k - 1)] = 1.0
@@ -38,6 +46,37 @@ def class_filter(key: PosCUDAKey, config: PosCUDAConfig, class_index: int) -> np
     elif config.normalization == "l2":
         taps = taps / float(np.sqrt((taps**2).sum()))
     return taps
+
+
+def class_filter_banks(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int, sampling_rate: int) -> np.ndarray:
+    """Every class's filters, ``[num_classes, filters_per_class, taps]`` (float64), at ``sampling_rate``."""
+    if config.filter_family == "barcode":
+        from .barcode import class_patterns, design_fir
+
+        patterns = class_patterns(key, config, num_classes)
+        return np.stack([[design_fir(p, config, sampling_rate) for p in banks] for banks in patterns]).reshape(
+            num_classes, config.filters_per_class, -1
+        )
+    return np.stack([
+        [class_filter(key, config, c, m) for m in range(config.filters_per_class)] for c in range(num_classes)
+    ]).reshape(num_classes, config.filters_per_class, config.kernel_size)
+
+
+SCHEDULE_LENGTH = 64  # per-class boundary offsets and filter order, used cyclically for longer clips
+
+
+def class_schedule(key: PosCUDAKey, config: PosCUDAConfig, class_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """One class's segment schedule: boundary offsets in ``[-jitter/2, jitter/2)`` (fractions of a segment) and
+    the filter of each segment (``[SCHEDULE_LENGTH]`` each; successive segments get different filters)."""
+    offsets = (key.uniform("boundaries", class_index, SCHEDULE_LENGTH) - 0.5) * config.boundary_jitter
+    m = config.filters_per_class
+    u = key.uniform("filter-order", class_index, SCHEDULE_LENGTH)
+    order = np.zeros(SCHEDULE_LENGTH, dtype=np.int64)
+    order[0] = min(int(u[0] * m), m - 1)
+    for j in range(1, SCHEDULE_LENGTH):
+        step = 1 + min(int(u[j] * (m - 1)), m - 2) if m > 1 else 0
+        order[j] = (order[j - 1] + step) % m
+    return offsets, order
 
 
 def class_positions(key: PosCUDAKey, config: PosCUDAConfig, class_index: int) -> np.ndarray:
@@ -174,6 +213,9 @@ def _limit_level(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | No
     Returns the corrected ``after``, or ``None`` when nothing needed scaling (the common case: one cheap check).
     """
     def peak(x: torch.Tensor) -> torch.Tensor:  # max |x| per clip, without an |x| temporary
+        if x.shape[0] == 1:  # one clip: the flat reduction (the per-row one is ~20x slower on one long row)
+            low, high = torch.aminmax(x)
+            return torch.maximum(high, -low).reshape(1)
         low, high = torch.aminmax(x.reshape(x.shape[0], -1), dim=-1)
         return torch.maximum(high, -low)
 
@@ -219,8 +261,15 @@ def _active_region(
     B, C, T = x.shape
     frame = max(1, round(config.frame_seconds * sr))
     nf = -(-T // frame)
-    x = torch.where(torch.arange(T, device=x.device)[None, None, :] < lengths[:, None, None], x, 0.0)
-    power = F.pad(x, (0, nf * frame - T)).to(torch.float64).pow(2).mean(dim=1).reshape(B, nf, frame).mean(dim=-1)
+    if bool((lengths < T).any()):  # samples after a clip's end must not count
+        x = torch.where(torch.arange(T, device=x.device)[None, None, :] < lengths[:, None, None], x, 0.0)
+    full = T // frame  # frame energies without copying the batch: whole frames as a view, the last one apart
+    power = torch.zeros(B, nf, dtype=torch.float64, device=x.device)
+    if full:
+        norms = torch.linalg.vector_norm(x[..., : full * frame].reshape(B, C, full, frame), dim=-1)
+        power[:, :full] = norms.pow(2).sum(dim=1).to(torch.float64)
+    if nf > full:
+        power[:, full] = x[..., full * frame :].pow(2).sum(dim=(1, 2)).to(torch.float64)
     frame_ok = torch.arange(nf, device=x.device)[None, :] * frame < lengths[:, None]
     power = torch.where(frame_ok, power, torch.zeros_like(power))
     threshold = power.amax(dim=-1, keepdim=True) * 10.0 ** (config.active_threshold_db / 10.0)
@@ -253,6 +302,187 @@ def _match_rms(filtered: torch.Tensor, original: torch.Tensor, inside: torch.Ten
     return (filtered.to(torch.float64) * gain).to(filtered.dtype)
 
 
+# ---------------------------------------------------------------------- time-varying (segment) filtering
+def apply_segments(
+    audio: torch.Tensor,
+    lengths: torch.Tensor,
+    banks: torch.Tensor,
+    offsets: torch.Tensor,
+    order: torch.Tensor,
+    config: PosCUDAConfig,
+    sampling_rate: int,
+    *,
+    inplace: bool = False,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Protect a padded batch with each clip's class filters switched along the clip (``placement="segments"``),
+    or with one long filter over the whole clip (``placement="whole"`` with a barcode).
+
+    Each clip is filtered by FFT convolution (overlap-save in blocks whose size depends only on the clip's length
+    and the filter length), one clip at a time, so its result is bit-identical whatever batch it came in; the
+    filtering's temporaries are a few times one clip (the active region is found for the whole batch at once).
+
+    Args:
+        audio (`torch.Tensor` of shape `[batch, channels, time]`): float audio, zero-padded after each clip's end
+            (padding is never read and never changed).
+        lengths (`torch.Tensor` of shape `[batch]`): valid samples of each clip.
+        banks (`torch.Tensor` of shape `[batch, filters_per_class, taps]`): each clip's class filters (odd taps).
+        offsets (`torch.Tensor` of shape `[batch, J]`): each clip's class boundary offsets (see
+            :func:`class_schedule`).
+        order (`torch.Tensor` of shape `[batch, J]`): each clip's class filter order.
+        config (`PosCUDAConfig`): the knobs.
+        sampling_rate (`int`): samples per second.
+        inplace (`bool`, defaults to `False`): write into ``audio``.
+        groups (`torch.Tensor` of shape `[batch]`, *optional*): clips with equal values have equal ``banks`` rows
+            (e.g. class indices); their filter spectra are then computed once per clip length.
+
+    Returns:
+        `torch.Tensor`: same shape, dtype and device as ``audio``.
+    """
+    if audio.ndim != 3:
+        raise ValueError(f"audio must be [batch, channels, time], got shape {tuple(audio.shape)}.")
+    if not audio.is_floating_point():
+        raise ValueError(f"audio must be a floating-point tensor, got {audio.dtype}.")
+    B, C, T = audio.shape
+    lengths = lengths.to(device=audio.device, dtype=torch.long)
+    if lengths.shape != (B,) or bool(((lengths < 0) | (lengths > T)).any()):
+        raise ValueError(f"lengths must be [batch] integers in [0, {T}], got {lengths.tolist()}.")
+    if banks.ndim != 3 or banks.shape[:2] != (B, config.filters_per_class) or banks.shape[-1] % 2 == 0:
+        raise ValueError(
+            f"banks must be [batch, {config.filters_per_class}, odd taps], got {tuple(banks.shape)}."
+        )
+    if offsets.shape != order.shape or offsets.ndim != 2 or offsets.shape[0] != B:
+        raise ValueError(
+            f"offsets and order must both be [batch, J], got {tuple(offsets.shape)} and {tuple(order.shape)}."
+        )
+    y = audio if inplace else audio.clone()
+    if B == 0 or T == 0:
+        return y
+    segments = config.placement == "segments"
+    if segments and config.segment_region == "active":
+        lo, hi = _active_region(audio, lengths, config, sampling_rate)
+    else:
+        lo, hi = torch.zeros_like(lengths), lengths
+    taps = banks.to(device=audio.device, dtype=audio.dtype)
+    offsets_np = offsets.detach().cpu().numpy().astype(np.float64)
+    order_np = order.detach().cpu().numpy().astype(np.int64)
+    groups_list = groups.tolist() if groups is not None else None
+    J = offsets_np.shape[1]
+    spectra_cache: dict[tuple[int, int], torch.Tensor] = {}
+    fade = config.crossfade_seconds * sampling_rate
+    seg_len = None if config.segment_seconds is None else config.segment_seconds * sampling_rate
+    for b, (n_samples, start, stop) in enumerate(zip(lengths.tolist(), lo.tolist(), hi.tolist(), strict=True)):
+        if n_samples == 0:
+            continue
+        x = audio[b, :, :n_samples]
+        n = 1
+        if segments:
+            n = config.num_segments
+            if seg_len is not None:
+                n = max(n, math.ceil((stop - start) / seg_len))
+        sequence = order_np[b, np.arange(n) % J] if segments else np.zeros(1, dtype=np.int64)
+        used, which = np.unique(sequence, return_inverse=True)
+        used_t = torch.from_numpy(used).to(taps.device)
+        spectra = None
+        if groups_list is not None:  # clips of one class and length share their filters' spectra
+            cache_key = (int(groups_list[b]), fft_size(n_samples, taps.shape[-1]))
+            if cache_key not in spectra_cache:
+                spectra_cache[cache_key] = torch.fft.rfft(taps[b], n=cache_key[1])
+            spectra = spectra_cache[cache_key][used_t]
+        filtered = fft_filter(x, taps[b, used_t] if spectra is None else taps[b, :1], spectra=spectra)
+        if n == 1:
+            out = filtered[0]
+        else:
+            inner = np.arange(1, n)
+            bounds = start + (stop - start) * (inner + offsets_np[b, (inner - 1) % J]) / n
+            out = _crossfade(filtered, which, bounds, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
+        scaled = None if _within_level(x, out) else _limit_level(x[None], out[None])
+        y[b, :, :n_samples] = out if scaled is None else scaled[0]
+    return y
+
+
+def _within_level(before: torch.Tensor, after: torch.Tensor) -> bool:
+    """One clip: whether ``after`` stays within 1.0 or ``before``'s own peak (the common case, two reductions)."""
+    low, high = torch.aminmax(before)
+    limit = max(1.0, float(high), -float(low))
+    low, high = torch.aminmax(after)
+    return float(high) <= limit and -float(low) <= limit
+
+
+def _crossfade(filtered: torch.Tensor, which: np.ndarray, bounds: np.ndarray, fade: float) -> torch.Tensor:
+    """Segment ``j`` (between ``bounds[j-1]`` and ``bounds[j]``) is ``filtered[which[j]]``; raised-cosine fades of
+    ``fade`` samples centred on each boundary.
+
+    ``bounds`` (``[n - 1]``, float64 sample positions, increasing) are at least ``fade`` apart, so fades never
+    overlap: away from them a sample is one filter's output, inside a fade it is ``(1 - w) a + w c`` with ``w``
+    rising from 0 to 1 across the fade. The per-sample weights of each filter are built with numpy (cheap, few
+    calls per segment), then applied in one pass per filter.
+    """
+    U, C, L = filtered.shape
+    if U == 1:
+        return filtered[0]
+    edges = np.concatenate([[0], np.clip(np.ceil(bounds), 0, L), [L]]).astype(np.int64)
+    segment_of_sample = np.repeat(which, np.diff(edges))  # segments tile [0, L)
+    t = rise = where = None
+    moves = np.flatnonzero(which[:-1] != which[1:])  # only boundaries where the filter changes get a fade
+    if fade > 0 and len(moves):  # all fades at once: the samples within fade/2 of each such boundary
+        t0 = np.clip(np.ceil(bounds[moves] - fade / 2), 0, L).astype(np.int64)
+        counts = np.maximum(np.clip(np.floor(bounds[moves] + fade / 2) + 1, 0, L).astype(np.int64) - t0, 0)
+        where = moves[np.repeat(np.arange(len(moves)), counts)]
+        t = np.arange(counts.sum()) + np.repeat(t0 - (np.cumsum(counts) - counts), counts)
+        rise = (0.5 + 0.5 * np.sin(np.pi * (t - bounds[where]) / fade)).astype(np.float32)  # |t - b| <= fade / 2
+    if U == 2:  # the common case: one lerp towards filter 1 by its weight
+        w1 = (segment_of_sample == 1).astype(np.float32)
+        if t is not None:
+            w1[t] = np.where(which[where + 1] == 1, rise, 1.0 - rise)
+        return torch.lerp(filtered[0], filtered[1], torch.from_numpy(w1).to(filtered.device, filtered.dtype))
+    weights = (segment_of_sample[None, :] == np.arange(U)[:, None]).astype(np.float32)  # [U, L]
+    if t is not None:
+        weights[:, t] = 0.0
+        weights[which[where], t] = 1.0 - rise
+        weights[which[where + 1], t] = rise
+    w_t = torch.from_numpy(weights).to(device=filtered.device, dtype=filtered.dtype)
+    return (filtered * w_t[:, None, :]).sum(dim=0)
+
+
+def fft_size(length: int, taps: int) -> int:
+    """FFT block size of :func:`fft_filter` for a clip of ``length`` samples and a ``taps``-tap filter: the next
+    power of two that holds the whole filtered clip, capped at the next power of two >= max(4096, 8 * taps)."""
+    return min(1 << (length + taps - 2).bit_length(), max(4096, 1 << (8 * taps - 1).bit_length()))
+
+
+def fft_filter(
+    x: torch.Tensor, taps: torch.Tensor, max_block_elements: int = 1 << 22, *, spectra: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Centred convolution of ``x`` (``[channels, samples]``) with each filter in ``taps`` (``[U, k]``, k odd):
+    ``out[u, c, i] = sum_t taps[u, t] * x[c, i + (k - 1) // 2 - t]``, zero outside the clip. With ``spectra``
+    (``[U, F]``), ``taps`` only gives ``k``.
+
+    Overlap-save with FFT blocks of :func:`fft_size` samples (a single block for short clips), processed in groups
+    of about ``max_block_elements`` samples. Block size and grouping depend only on the clip's length and ``k``,
+    so the result is a deterministic function of the clip alone. ``spectra`` (``rfft(taps, n=fft_size(...))``)
+    may be passed to reuse it across clips of the same length and class.
+    """
+    R, L = x.shape
+    k = taps.shape[-1]
+    h = (k - 1) // 2
+    n_fft = fft_size(L, k)
+    hop = n_fft - k + 1
+    nb = -(-L // hop)
+    xr = F.pad(x, (h, nb * hop + k - 1 - h - L))
+    H = torch.fft.rfft(taps, n=n_fft) if spectra is None else spectra  # [U, F]
+    U = H.shape[0]
+    out = torch.empty(U, R, nb * hop, dtype=x.dtype, device=x.device)
+    group = max(1, max_block_elements // (n_fft * R * U))
+    for g0 in range(0, nb, group):
+        g1 = min(nb, g0 + group)
+        blocks = xr[:, g0 * hop : (g1 - 1) * hop + n_fft].unfold(-1, n_fft, hop)  # [R, g, n_fft]
+        block_spectra = torch.fft.rfft(blocks, n=n_fft)
+        filtered = torch.fft.irfft(block_spectra[None] * H[:, None, None, :], n=n_fft)[..., k - 1 :]
+        out[:, :, g0 * hop : g1 * hop] = filtered.reshape(U, R, -1)
+    return out[..., :L]
+
+
 # ---------------------------------------------------------------------- key + config, with cached tables
 class PosCUDATransform:
     """The transform bound to a key and a config: labels in, each clip's class parameters looked up.
@@ -282,9 +512,12 @@ class PosCUDATransform:
         self.config = config if config is not None else PosCUDAConfig()
         self._filters = np.zeros((0, self.config.kernel_size))
         self._positions = np.zeros((0, self.config.num_patches))
+        self._banks: dict[int, np.ndarray] = {}  # by sampling rate: [classes, filters_per_class, taps]
+        self._offsets = np.zeros((0, SCHEDULE_LENGTH))
+        self._order = np.zeros((0, SCHEDULE_LENGTH), dtype=np.int64)
 
     def class_parameters(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-        """Filters ``[num_classes, kernel_size]`` and position fractions ``[num_classes, num_patches]``."""
+        """Patch placements: filters ``[num_classes, kernel_size]``, position fractions ``[num_classes, num_patches]``."""
         have = self._filters.shape[0]
         if num_classes > have:
             new = range(have, num_classes)
@@ -295,6 +528,26 @@ class PosCUDATransform:
                 [self._positions, np.stack([class_positions(self.key, self.config, c) for c in new])]
             )
         return self._filters[:num_classes], self._positions[:num_classes]
+
+    def class_banks(self, num_classes: int, sampling_rate: int) -> np.ndarray:
+        """Segment and barcode filters: ``[num_classes, filters_per_class, taps]`` at ``sampling_rate``."""
+        banks = self._banks.get(sampling_rate)
+        if banks is None or banks.shape[0] < num_classes:
+            # class c's filters depend on classes < c only, so a larger table keeps existing rows; it is rebuilt
+            # at least twice as large, so labels that arrive in increasing order cost a few builds, not one each
+            grow = num_classes if banks is None else max(num_classes, 2 * banks.shape[0])
+            banks = class_filter_banks(self.key, self.config, grow, sampling_rate)
+            self._banks[sampling_rate] = banks
+        return banks[:num_classes]
+
+    def class_schedules(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boundary offsets and filter order of every class, ``[num_classes, SCHEDULE_LENGTH]`` each."""
+        have = self._offsets.shape[0]
+        if num_classes > have:
+            rows = [class_schedule(self.key, self.config, c) for c in range(have, num_classes)]
+            self._offsets = np.concatenate([self._offsets, np.stack([r[0] for r in rows])])
+            self._order = np.concatenate([self._order, np.stack([r[1] for r in rows])])
+        return self._offsets[:num_classes], self._order[:num_classes]
 
     def __call__(
         self,
@@ -309,8 +562,27 @@ class PosCUDATransform:
         labels = torch.as_tensor(labels, dtype=torch.long)
         if labels.numel() and int(labels.min()) < 0:
             raise ValueError(f"class indices must be >= 0, got {labels.tolist()}.")
-        filters, positions = self.class_parameters(int(labels.max()) + 1 if labels.numel() else 0)
+        num_classes = int(labels.max()) + 1 if labels.numel() else 0
         idx = labels.cpu().numpy()
+        if self.config.uses_fft_path:
+            banks = (
+                self.class_banks(num_classes, sampling_rate)
+                if num_classes
+                else np.zeros((0, self.config.filters_per_class, 1))
+            )
+            offsets, order = self.class_schedules(num_classes)
+            return apply_segments(
+                audio,
+                torch.as_tensor(lengths),
+                torch.from_numpy(banks[idx]),
+                torch.from_numpy(offsets[idx]),
+                torch.from_numpy(order[idx]),
+                self.config,
+                sampling_rate,
+                inplace=inplace,
+                groups=labels,
+            )
+        filters, positions = self.class_parameters(num_classes)
         return apply_poscuda(
             audio,
             torch.as_tensor(lengths),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,17 @@ from datasets import DatasetDict
 
 from hf_poscuda import PosCUDAConfig
 from hf_poscuda.evaluation import ATTACKS, ModelSpec, TrainingRecipe, evaluate_protection, get_attack
-from hf_poscuda.evaluation.attacks import add_noise, attack_quality, mixup, spec_augment
+from hf_poscuda.evaluation.attacks import (
+    add_noise,
+    attack_quality,
+    blind_eq,
+    cmvn,
+    mixup,
+    random_eq,
+    random_eq_tv,
+    sliding_eq,
+    spec_augment,
+)
 from hf_poscuda.evaluation.report import attacks_markdown, build_report, report_markdown
 from tests.conftest import make_dataset, speechlike
 
@@ -156,3 +168,102 @@ def test_evaluation_runs_countermeasures_and_reports_them(key):
     assert "[clean: 87.5 %]" in attacks_markdown(build_report([entry], TrainingRecipe(epochs=1), "tiny"), entry["name"])
     with pytest.raises(ValueError, match="Unknown countermeasure"):
         evaluate_protection(data, key, PosCUDAConfig(), [ModelSpec("raw_cnn")], attacks=["nope"])
+
+
+# ------------------------------------------------------------------ equalisation and random-EQ countermeasures
+def _filtered(batch: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    return np.stack([np.convolve(x, taps, mode="same") for x in batch]).astype(np.float32)
+
+
+def test_blind_eq_divides_out_a_fixed_channel(batch):
+    """A time-invariant (zero-phase) filter, i.e. a recording channel, is mostly gone after blind EQ: filtered
+    and unfiltered clips come out much closer than they went in."""
+    taps = np.zeros(65)
+    taps[32], taps[[24, 40]], taps[[14, 50]] = 1.0, -0.35, 0.2  # a strong symmetric colouring
+    coloured = _filtered(batch, taps)
+    rng = np.random.default_rng(0)
+    eq_clean, eq_coloured = blind_eq(batch, SR, rng), blind_eq(coloured, SR, rng)
+    unit = lambda a: a / np.sqrt((a**2).mean())  # noqa: E731
+    rel = lambda a, b: float(((a - b) ** 2).sum() / (b**2).sum())  # noqa: E731
+    assert rel(eq_coloured, eq_clean) < 0.4 * rel(unit(coloured), unit(batch))
+    np.testing.assert_allclose(np.sqrt((eq_clean**2).mean(1)), np.sqrt((batch**2).mean(1)), rtol=1e-4)  # RMS kept
+
+
+def test_sliding_eq_follows_a_change_along_the_clip():
+    """A colouring switched halfway through: blind EQ leaves the switch, a sliding window removes most of it."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2 * SR)).astype(np.float32) * 0.1
+    lowpassed = _filtered(x, np.hanning(9) / np.hanning(9).sum())
+    switched = np.concatenate([x[:, :SR], lowpassed[:, SR:]], axis=1)
+    high = lambda y: level_db_band(y[0, SR + SR // 4 : 2 * SR - SR // 4], 3000) - level_db_band(  # noqa: E731
+        y[0, SR // 4 : SR - SR // 4], 3000
+    )
+    assert high(switched) < -10
+    assert high(blind_eq(switched, SR, rng)) < -6  # one equaliser cannot undo a change along the clip
+    assert high(sliding_eq(switched, SR, rng)) > high(blind_eq(switched, SR, rng)) + 4
+
+
+def level_db_band(x: np.ndarray, freq: float, width: float = 400.0) -> float:
+    spec = np.abs(np.fft.rfft(x)) ** 2
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    return 10 * np.log10(spec[(f > freq - width / 2) & (f < freq + width / 2)].mean() + 1e-20)
+
+
+def test_random_eq_is_smooth_bounded_and_fresh(batch):
+    rng = np.random.default_rng(2)
+    a, b = random_eq(batch, SR, rng), random_eq(batch, SR, rng)
+    assert a.shape == batch.shape and not np.array_equal(a, b)
+    gain = np.abs(np.fft.rfft(a[0])) / (np.abs(np.fft.rfft(batch[0])) + 1e-12)
+    f = np.fft.rfftfreq(SR, 1 / SR)
+    strong = np.abs(np.fft.rfft(batch[0])) > 1e-2 * np.abs(np.fft.rfft(batch[0])).max()
+    db = 20 * np.log10(gain[strong & (f > 60)])
+    assert db.max() <= 10.01 and db.min() >= -10.01 and db.std() > 1.0
+
+
+def test_random_eq_tv_changes_the_colouring_along_the_clip():
+    x = np.random.default_rng(3).standard_normal((8, SR)).astype(np.float32) * 0.1
+
+    def spread_db(y: np.ndarray) -> float:  # largest change of the 2 kHz gain between 125 ms frames of one clip
+        frames = range(SR // 8, SR - SR // 8, SR // 8)
+        return max(
+            np.ptp([level_db_band(b[s : s + SR // 8], 2000) - level_db_band(a[s : s + SR // 8], 2000) for s in frames])
+            for a, b in zip(x, y, strict=True)
+        )
+
+    assert spread_db(random_eq_tv(x, SR, np.random.default_rng(4))) > 4.0  # not one fixed EQ per clip
+    assert spread_db(random_eq(x, SR, np.random.default_rng(4))) < 1.5
+
+
+def test_cmvn_normalises_each_band_over_active_frames():
+    spec = torch.randn(2, 40, 100) + torch.linspace(0, 5, 40)[None, :, None]
+    spec[:, :, 80:] = math.log(1e-6)  # padding: silent frames that must not count
+    out = cmvn(spec)
+    active = out[:, :, :80]
+    torch.testing.assert_close(active.mean(-1), torch.zeros(2, 40), atol=1e-4, rtol=0)
+    torch.testing.assert_close(active.std(-1, unbiased=False), torch.ones(2, 40), atol=1e-3, rtol=0)
+
+
+def test_combinations_apply_every_part_in_order(batch):
+    combo = get_attack("bandlimit+blind_eq")
+    assert combo.kind == "preprocess" and [p.name for p in combo.parts] == ["bandlimit", "blind_eq"]
+    assert get_attack("blind_eq+random_eq_tv").kind == "augment"
+    assert get_attack("cmvn+random_eq").applies_to("logmel_cnn") and not get_attack("cmvn+random_eq").applies_to(
+        "raw_cnn"
+    )
+    for bad, message in (("mixup+specaugment", "at most one"), ("mp3+mp3", "twice"), ("mp3+nope", "Unknown")):
+        with pytest.raises(ValueError, match=message):
+            get_attack(bad)
+    q = attack_quality(batch, SR, combo)
+    assert q["clips"] == 4 and np.isfinite(q["pesq"])
+
+
+def test_evaluation_runs_feature_and_combined_countermeasures(key):
+    data = DatasetDict({"train": make_dataset(16, num_classes=2), "test": make_dataset(8, num_classes=2, seed=3)})
+    entry = evaluate_protection(
+        data, key, PosCUDAConfig(filter_family="barcode", placement="segments", filters_per_class=2, vary_cuts=2),
+        [ModelSpec("logmel_cnn"), ModelSpec("raw_cnn")], TrainingRecipe(epochs=1, batch_size=8, clip_seconds=0.5),
+        quality_clips=2, attacks=["cmvn", "blind_eq+random_eq"],
+    )
+    assert set(entry["attacks"]["cmvn"]["models"]) == {"logmel_cnn"}
+    assert set(entry["attacks"]["blind_eq+random_eq"]["models"]) == {"logmel_cnn", "raw_cnn"}
+    assert entry["attacks"]["cmvn"]["kind"] == "feature"

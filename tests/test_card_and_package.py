@@ -114,3 +114,23 @@ def test_wheel_ships_cards_data_and_py_typed(tmp_path):
     assert "hf_poscuda/data/fsdd_mini/train/3_theo_5.wav" in names
     assert "hf_poscuda/data/fsdd_mini/ATTRIBUTION.md" in names
     assert zipfile.ZipFile(wheel).read("hf_poscuda/cards/dataset_card.md").decode() == template_text()
+
+
+@pytest.mark.parametrize(
+    "preset, sentence, shown, hidden",
+    [
+        ("default", "secret spectral barcode of its class", "| `vary_cuts` | `2` |", "kernel_size"),
+        ("v0.1", "secret 17-tap random filter of its class", "| `kernel_size` | `17` |", "num_bands"),
+    ],
+)
+def test_card_says_what_the_parameters_do_and_lists_the_knobs_in_use(preset, sentence, shown, hidden):
+    summary = _summary("0123456789abcdef")
+    summary.config = PosCUDAConfig.from_preset(preset).to_dict()
+    card = render_card({"train": summary}, license="mit")
+    assert PosCUDAConfig.from_preset(preset).describe() in card and sentence in card
+    assert shown in card and f"`{hidden}`" not in card
+
+
+def test_readme_quotes_the_default_sentence():
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    assert f"*{PosCUDAConfig().describe()}*" in readme

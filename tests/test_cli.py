@@ -118,13 +118,24 @@ def test_knob_overrides_reach_the_config(tmp_path, key_file):
     DatasetDict({"train": make_dataset(4)}).save_to_disk(str(tmp_path / "src"))
     out = tmp_path / "o"
     result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(out), "-k", str(key_file), "--preset", "cuda",
-                                 "--kernel-size", "33"])
+                                 "--set", "kernel_size=33"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "poscuda_summary.json").read_text())["train"]["config"]
     assert config["kernel_size"] == 33 and config["identity_tap"] is True  # override on top of the preset
     result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o2"), "-k", str(key_file),
-                                 "--kernel-size", "4"])
+                                 "--set", "kernel_size=4"])
     assert result.exit_code == 1 and "kernel_size must be an odd int" in result.output
+    for bad, message in (("kernel=3", "Unknown knob 'kernel'"), ("kernel_size", "knob=value"),
+                         ("kernel_size=big", "takes a int value")):
+        result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o3"), "-k", str(key_file),
+                                     "--set", bad])
+        assert result.exit_code == 1 and message in result.output, bad
+    result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o4"), "-k", str(key_file),
+                                 "--set", "filter_family=barcode", "--set", "placement=segments",
+                                 "--set", "filters_per_class=2", "--set", "vary_cuts=2", "--set", "segment_seconds=none"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "o4" / "poscuda_summary.json").read_text())["train"]["config"]
+    assert config["placement"] == "segments" and config["vary_cuts"] == 2 and config["segment_seconds"] is None
 
 
 def test_evaluate_with_countermeasures(tmp_path):

@@ -131,8 +131,10 @@ def test_run_evaluation_report_schema_and_files(tmp_path, key):
     assert {"pesq", "stoi", "snr_db", "segmental_snr_db", "lsd_db", "snr_db_overall"} <= set(entry["quality"])
     run = entry["models"]["raw_cnn"]
     for kind in ("clean", "protected"):
-        assert set(run[kind]) == {"test_accuracy", "train_accuracy", "steps", "curve"}
+        assert set(run[kind]) == {"test_accuracy", "train_accuracy", "steps", "curve", "peak_test_accuracy"}
         assert len(run[kind]["curve"]) == 2
+        # what an adversary who stops early gets: the best clean-test accuracy over the epochs
+        assert run[kind]["peak_test_accuracy"] == max(p["test_accuracy"] for p in run[kind]["curve"])
     assert run["clean"] == loaded["settings"][0]["models"]["raw_cnn"]["clean"]  # clean run shared, same recipe
     assert run["clean"]["steps"] == run["protected"]["steps"]
     assert bytes(range(32)).hex() not in (tmp_path / "report.json").read_text()

@@ -1,4 +1,5 @@
-"""The committed FSDD results: the package default is the setting they chose, and (slow) they reproduce."""
+"""The committed FSDD results: they measure the shipped presets, cover the protocol the README reports, the README
+tables are generated from them, and (slow) the recorded public-key run of the default reproduces."""
 
 from __future__ import annotations
 
@@ -7,81 +8,150 @@ from pathlib import Path
 
 import pytest
 
-from hf_poscuda import PRESETS, PosCUDAConfig, PosCUDAKey
+from hf_poscuda import PRESETS, PosCUDAConfig
+from hf_poscuda.evaluation import ATTACKS
+from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, public_eval_key, summarise, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "examples" / "results" / "fsdd" / "report.json"
+RESULTS = ROOT / "examples" / "results" / "efficacy"
+SWEEP = ROOT / "examples" / "results" / "efficacy_sweep"
 FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
-DEFAULT_SETTING = "default"  # the name the sweep gives the chosen setting
-PUBLIC_TEST_KEY = PosCUDAKey(bytes(range(32)))  # public on purpose: it protects nothing, it makes runs repeatable
+KEYS = {0, 1, 2, 3, 4}
+CNNS = ("logmel_cnn", "raw_cnn")
 
 
-def committed() -> dict:
-    return {s["name"]: s for s in json.loads(REPORT.read_text())["settings"]}
+def read(folder: Path, name: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / name).read_text().splitlines() if line.strip()]
 
 
-def key_runs() -> list[dict]:
-    """The default re-run under other keys (the protection strength moves with the key)."""
-    return json.loads((REPORT.parent / "key_noise.json").read_text())
+def keys_of(runs: list[dict], **where: object) -> set[int]:
+    return {r["key"] for r in runs if all(r.get(k) == v for k, v in where.items()) and not r.get("skipped")}
 
 
-def test_key_noise_record_matches_the_default_and_has_the_public_test_run():
-    runs = key_runs()
-    assert len(runs) >= 5 and all(r["name"] == DEFAULT_SETTING for r in runs)
-    public = [r for r in runs if r.get("public_test_key")]
-    assert len(public) == 1 and public[0]["key_id"] == PUBLIC_TEST_KEY.key_id
-    for run in runs:
-        assert set(run["accuracy"]) == {"logmel_cnn", "raw_cnn"} and 3.5 <= run["pesq"] <= 4.6
+def test_results_measure_the_shipped_presets():
+    runs = read(RESULTS, "runs.jsonl") + read(RESULTS, "quality.jsonl")
+    for record in runs:
+        if record["setting"] != CLEAN:
+            assert record["config"] == PRESETS[record["setting"]].to_dict(), record["setting"]
+    assert PRESETS["default"] == PosCUDAConfig()
+    assert {r["key_id"] for r in runs if r["setting"] != CLEAN and r["key"] == 0} == {public_eval_key(0).key_id}
 
 
-def test_package_default_is_the_setting_the_numbers_chose():
-    settings = committed()
-    assert settings[DEFAULT_SETTING]["config"] == PosCUDAConfig().to_dict() == PRESETS["default"].to_dict()
-    assert settings["paper"]["config"] == PRESETS["paper"].to_dict()  # the literal paper stays available by name
-    assert settings["cuda-whole"]["config"] == PRESETS["cuda"].to_dict()
+def test_the_default_is_measured_with_the_whole_protocol():
+    """The coverage the README states: 5 keys for all four models on both splits (and the CNNs with blind EQ),
+    the adaptive equalisers and the rest of the suite on the raw CNN with 3 keys (3 countermeasures on the
+    log-mel CNN with 2), 16 kHz with 3. A run that goes missing from the record fails here."""
+    runs = read(RESULTS, "runs.jsonl")
+
+    def count(**where: object) -> int:
+        return len(keys_of(runs, **where))
+
+    for split in ("official", "speaker"):
+        for model in (*CNNS, "wav2vec2-small", "ast-small"):
+            assert keys_of(runs, setting="default", split=split, model=model, attack=NO_ATTACK,
+                           sampling_rate=8000) == KEYS, (split, model)
+            assert keys_of(runs, setting=CLEAN, split=split, model=model, attack=NO_ATTACK, sampling_rate=8000)
+            assert count(setting="v0.1", split=split, model=model, attack=NO_ATTACK) >= 3 or model not in CNNS
+        for model in CNNS:
+            assert keys_of(runs, setting="default", split=split, model=model, attack="blind_eq") == KEYS
+            assert keys_of(runs, setting=CLEAN, split=split, model=model, attack="blind_eq")
+    adaptive = ("cmvn", "sliding_eq", "random_eq_tv")
+    for model in CNNS:
+        assert keys_of(runs, setting="v0.1", split="official", model=model, attack="blind_eq") == KEYS
+        assert count(setting="default", split="official", model=model, attack=NO_ATTACK, sampling_rate=16000) >= 3
+        for attack in adaptive:
+            if ATTACKS[attack].applies_to(model):
+                assert count(setting="default", split="official", model=model, attack=attack) >= 3, attack
+                assert keys_of(runs, setting=CLEAN, split="official", model=model, attack=attack), attack
+    for attack in ATTACKS:  # the rest of the suite on the raw CNN, which the barcode resists least
+        if ATTACKS[attack].applies_to("raw_cnn"):
+            assert count(setting="default", split="official", model="raw_cnn", attack=attack) >= 3, attack
+    for attack in ("specaugment", "mp3", "noise-20db"):
+        assert count(setting="default", split="official", model="logmel_cnn", attack=attack) >= 2, attack
+
+
+def test_the_sweep_is_recorded_for_dozens_of_settings():
+    runs = read(SWEEP, "runs.jsonl")
+    settings = {r["setting"] for r in runs if r["setting"] != CLEAN}
+    assert len(settings) >= 24
+    for name in settings:
+        assert len(keys_of(runs, setting=name, model="raw_cnn", attack=NO_ATTACK)) >= 2, name
+    assert (SWEEP / "frontier_official_8000.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_readme_tables_are_the_recorded_numbers():
+    """Every result table of the README is generated from runs.jsonl (examples/efficacy_sweep.py --report
+    --readme README.md): a number there cannot drift from the record."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("efficacy_sweep", ROOT / "examples" / "efficacy_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    readme = (ROOT / "README.md").read_text()
+    tables = sweep.readme_tables(RESULTS)
+    assert {"official", "speaker", "official-blind-eq", "speaker-blind-eq", "16k", "attacks"} <= set(tables)
+    for name, table in tables.items():
+        assert f"<!-- efficacy:{name} -->\n{table}<!-- /efficacy:{name} -->" in readme, name
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
-def test_default_setting_reproduces_the_committed_fsdd_numbers():
+def test_default_reproduces_the_recorded_public_key_run():
+    import torch
+
     from hf_poscuda.data import load_fsdd
     from hf_poscuda.evaluation import ModelSpec, TrainingRecipe, evaluate_protection
 
-    report = json.loads(REPORT.read_text())
-    (want,) = [r for r in key_runs() if r.get("public_test_key")]
-    entry = evaluate_protection(
-        load_fsdd(FSDD), PUBLIC_TEST_KEY, PosCUDAConfig(), [ModelSpec("logmel_cnn"), ModelSpec("raw_cnn")],
-        TrainingRecipe(**report["recipe"]), name=DEFAULT_SETTING, quality_clips=50,
-    )
-    for model in ("logmel_cnn", "raw_cnn"):
+    runs = read(RESULTS, "runs.jsonl")
+    quality = [q for q in read(RESULTS, "quality.jsonl") if q["setting"] == "default" and q["key"] == 0
+               and q["split"] == "official" and q["sampling_rate"] == 8000]
+    want = {r["model"]: r for r in runs if r["setting"] == "default" and r["key"] == 0 and r["split"] == "official"
+            and r["sampling_rate"] == 8000 and r["attack"] == NO_ATTACK and r["model"] in CNNS}
+    clean = {r["model"]: r for r in runs if r["setting"] == CLEAN and r["split"] == "official"
+             and r["sampling_rate"] == 8000 and r["attack"] == NO_ATTACK and r["model"] in CNNS}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as recorded (examples/efficacy_sweep.py --threads 1): same reduction order
+    try:
+        entry = evaluate_protection(
+            load_fsdd(FSDD), public_eval_key(0), PosCUDAConfig(), [ModelSpec(m) for m in CNNS],
+            TrainingRecipe(epochs=want["raw_cnn"]["epochs"]), name="default", quality_clips=100,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    for model in CNNS:
         got = entry["models"][model]
-        # same key, seed and recipe: only floating-point differences between machines remain (15 of 300 clips)
-        assert abs(got["clean"]["test_accuracy"] - want["clean_accuracy"][model]) <= 0.05
-        assert abs(got["protected"]["test_accuracy"] - want["accuracy"][model]) <= 0.05
-        assert got["clean"]["test_accuracy"] - got["protected"]["test_accuracy"] >= 0.3  # protection had an effect
-    assert abs(entry["quality"]["pesq"] - want["pesq"]) <= 0.05
+        # same key, seed, recipe and thread count: only floating-point differences between CPUs remain, which
+        # training amplifies (a 1- vs 2-thread run of the same model moved by 7 points): 21 of 300 clips
+        assert abs(got["protected"]["test_accuracy"] - want[model]["test_accuracy"]) <= 0.07, model
+        assert abs(got["clean"]["test_accuracy"] - clean[model]["test_accuracy"]) <= 0.07, model
+        assert got["clean"]["test_accuracy"] - got["protected"]["test_accuracy"] >= 0.4  # protection had an effect
+    assert abs(entry["quality"]["pesq"] - quality[0]["pesq"]) <= 0.05
 
 
-ATTACK_REPORT = ROOT / "examples" / "results" / "fsdd_attacks" / "report.json"
+def test_card_quotes_are_the_recorded_numbers():
+    """cards/fsdd_measured.json, which cards without an evaluation report quote, is generated from the runs."""
+    from hf_poscuda.card import MEASURED_NAME, template_text
+    from hf_poscuda.evaluation.protocol import preset_summary
+
+    assert json.loads(template_text(MEASURED_NAME)) == json.loads(
+        json.dumps(preset_summary(read(RESULTS, "runs.jsonl"), read(RESULTS, "quality.jsonl")))
+    )
 
 
-def test_committed_robustness_results_cover_every_countermeasure_for_the_default():
-    from hf_poscuda.evaluation import ATTACKS
+def test_a_card_without_report_quotes_fsdd_and_says_when_protection_failed():
+    from hf_poscuda.card import fsdd_context, render_card
+    from hf_poscuda.protect import ProtectionSummary
 
-    report = json.loads(ATTACK_REPORT.read_text())
-    settings = {s["name"]: s for s in report["settings"]}
-    default = settings[DEFAULT_SETTING]
-    assert default["config"] == PosCUDAConfig().to_dict()  # the README's robustness table is the shipped default's
-    assert default["key_id"] == PUBLIC_TEST_KEY.key_id
-    assert set(default["attacks"]) == set(ATTACKS)
-    for name, result in default["attacks"].items():
-        expected = {m for m in ("logmel_cnn", "raw_cnn") if ATTACKS[name].applies_to(m)}
-        assert set(result["models"]) == expected, name
-        assert result["kind"] == ATTACKS[name].kind
-    # the no-countermeasure run is the recorded public-key run of the slow test, repeated (same key, seed, recipe)
-    (public,) = [r for r in key_runs() if r.get("public_test_key")]
-    for model, run in default["models"].items():
-        assert abs(run["protected"]["test_accuracy"] - public["accuracy"][model]) <= 0.05
-    # every hardening candidate is compared with the default under the same countermeasures
-    for name, entry in settings.items():
-        assert entry["key_id"] == PUBLIC_TEST_KEY.key_id and set(entry["attacks"]) <= set(default["attacks"]), name
+    summary = ProtectionSummary(clips=10, classes=2, seconds=1.0, clips_per_second=10.0, snr_db=1.0, snr_clips=10,
+                                key_id="0123456789abcdef", label_names=None, config=PosCUDAConfig().to_dict())
+    card = render_card({"train": summary}, license="mit")
+    context = fsdd_context(PosCUDAConfig().to_dict())
+    runs = [r for r in read(RESULTS, "runs.jsonl") if r["setting"] == "default" and r["split"] == "official"
+            and r["sampling_rate"] == 8000 and r["attack"] == NO_ATTACK]
+    for model in {r["model"] for r in runs}:
+        accs = [r["test_accuracy"] for r in runs if r["model"] == model]
+        assert f"| {model} |" in card and f"{100 * sum(accs) / len(accs):.1f} % ({100 * max(accs):.0f} %)" in card
+    failed = any(r["test_accuracy"] > 0.25 for r in runs)
+    assert ("did not hold for every model" in card) == (failed or not context["all_held"])
+    assert failed <= ("did not hold for every model" in card)  # a failure is always said
+    assert fsdd_context(PosCUDAConfig.from_preset("paper").to_dict()) is None  # not measured: nothing quoted

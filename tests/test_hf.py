@@ -11,7 +11,7 @@ from hf_poscuda import PosCUDA, PosCUDAConfig, PosCUDAKey
 from tests.conftest import decode, make_dataset, wav_bytes
 
 SECRET_HEX = bytes(range(32)).hex()
-PATCH = PosCUDAConfig(patch_seconds=0.05, num_patches=1, placement="relative")  # one 50 ms patch per clip
+PATCH = PosCUDAConfig.from_preset("v0.1", patch_seconds=0.05, num_patches=1, placement="relative")  # one 50 ms patch
 
 
 def raw(ds: Dataset) -> Dataset:

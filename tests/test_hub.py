@@ -219,12 +219,13 @@ def test_another_key_cannot_push_into_the_same_repo(hub, key, other_key):
 
 
 def _report(config: dict, key_id: str, attacks: bool = False) -> dict:
-    run = lambda acc: {"test_accuracy": acc, "train_accuracy": 1.0, "steps": 10, "curve": []}  # noqa: E731
+    run = lambda acc, peak=None: {"test_accuracy": acc, "train_accuracy": 1.0, "steps": 10, "curve": [],  # noqa: E731
+                                  **({"peak_test_accuracy": peak} if peak is not None else {})}
     entry = {
         "name": "default", "config": config, "key_id": key_id, "train_clips": 12, "test_clips": 5,
         "quality": {"pesq": 4.2, "snr_db_overall": 1.5},
         "models": {"logmel_cnn": {"clean": run(0.9), "protected": run(0.35)},
-                   "raw_cnn": {"clean": run(0.8), "protected": run(0.15)}},
+                   "raw_cnn": {"clean": run(0.8), "protected": run(0.15, 0.18)}},
     }
     if attacks:
         entry["attacks"] = {"mp3": {"kind": "preprocess", "description": "MP3 re-encoding at 32 kbit/s",
@@ -246,13 +247,13 @@ def test_eval_report_goes_on_the_card_and_must_match_the_parameters(hub, key_fil
     result = push_cli(str(source), "alice/p", "-k", str(key_file), "--license", "mit", "--eval-report", str(report))
     assert result.exit_code == 0, result.output
     card = hub.files("alice/p")["README.md"].decode()
-    assert "| logmel_cnn | 90.0 % | 35.0 % | **no** |" in card
-    assert "| raw_cnn | 80.0 % | 15.0 % | yes |" in card
+    assert "| logmel_cnn | 90.0 % | 35.0 % | – | **no** |" in card  # a report without curves: no best epoch
+    assert "| raw_cnn | 80.0 % | 15.0 % | 18.0 % | yes |" in card
     assert "did not hold for every model" in card
     assert "| `mp3`: MP3 re-encoding at 32 kbit/s | preprocess | 3.90 | 50.0 % (+15.0) | 20.0 % (+5.0) |" in card
     # a later push without a report keeps the measured results on the card
     assert push_cli(str(source), "alice/p", "-k", str(key_file), "--split", "test").exit_code == 0
-    assert "| raw_cnn | 80.0 % | 15.0 % | yes |" in hub.files("alice/p")["README.md"].decode()
+    assert "| raw_cnn | 80.0 % | 15.0 % | 18.0 % | yes |" in hub.files("alice/p")["README.md"].decode()
 
 
 def test_card_command_previews_the_card(tmp_path, key_file, source):

@@ -7,6 +7,7 @@ from hf_poscuda import PosCUDAConfig, PosCUDATransform, apply_poscuda
 from hf_poscuda.transform import class_filter
 
 SR = 8000
+TAPS = PosCUDAConfig.from_preset("v0.1")  # random taps: the patch placements and the direct FIR path
 
 
 def batch(seed: int = 0, b: int = 6, c: int = 1, t: int = 8000, lengths=None):
@@ -30,7 +31,7 @@ def changed_runs(row: torch.Tensor) -> list[tuple[int, int]]:
 
 
 def test_shape_dtype_and_only_patch_samples_change(key):
-    cfg = PosCUDAConfig(patch_seconds=0.05, num_patches=3, placement="relative")
+    cfg = TAPS.replace(patch_seconds=0.05, num_patches=3, placement="relative")
     x, lengths = batch(t=8000)
     y = PosCUDATransform(key, cfg)(x, lengths, torch.arange(6) % 3, SR)
     assert y.shape == x.shape and y.dtype == x.dtype
@@ -43,7 +44,7 @@ def test_shape_dtype_and_only_patch_samples_change(key):
 
 
 def test_relative_patches_land_in_their_segments(key):
-    cfg = PosCUDAConfig(patch_seconds=0.02, num_patches=4, placement="relative")
+    cfg = TAPS.replace(patch_seconds=0.02, num_patches=4, placement="relative")
     x, lengths = batch(b=1, t=8000)
     y = PosCUDATransform(key, cfg)(x, lengths, torch.tensor([0]), SR)
     runs = changed_runs((y != x)[0, 0])
@@ -53,7 +54,7 @@ def test_relative_patches_land_in_their_segments(key):
 
 
 def test_same_class_same_positions_other_class_differs(key):
-    cfg = PosCUDAConfig(patch_seconds=0.02, num_patches=2, placement="relative")
+    cfg = TAPS.replace(patch_seconds=0.02, num_patches=2, placement="relative")
     x, lengths = batch(b=3)
     y = PosCUDATransform(key, cfg)(x, lengths, torch.tensor([1, 1, 2]), SR)
     masks = (y != x)[:, 0]
@@ -63,7 +64,7 @@ def test_same_class_same_positions_other_class_differs(key):
 
 def test_filter_is_a_convolution_with_the_class_filter(key):
     """Inside a patch, the output equals the class filter applied to the original (same-length convolution)."""
-    cfg = PosCUDAConfig(placement="whole", kernel_size=5, normalization="sum")
+    cfg = TAPS.replace(placement="whole", kernel_size=5, normalization="sum")
     x, lengths = batch(b=1, t=400)
     y = PosCUDATransform(key, cfg)(x, lengths, torch.tensor([2]), SR)
     taps = torch.tensor(class_filter(key, cfg, 2), dtype=torch.float64)
@@ -72,7 +73,7 @@ def test_filter_is_a_convolution_with_the_class_filter(key):
 
 
 def test_result_does_not_depend_on_batch_composition(key):
-    cfg = PosCUDAConfig(num_patches=4, placement="active", edge_seconds=0.01, match_rms=True, kernel_size=33)
+    cfg = TAPS.replace(num_patches=4, placement="active", edge_seconds=0.01, match_rms=True, kernel_size=33)
     x, lengths = batch(b=5, lengths=[8000, 300, 5000, 7999, 1])
     labels = torch.tensor([0, 1, 2, 3, 4])
     t = PosCUDATransform(key, cfg)
@@ -85,14 +86,14 @@ def test_result_does_not_depend_on_batch_composition(key):
 def test_deterministic_for_a_key_and_different_for_another(key, other_key):
     x, lengths = batch()
     labels = torch.arange(6) % 2
-    a = PosCUDATransform(key)(x, lengths, labels, SR)
-    b = PosCUDATransform(key)(x, lengths, labels, SR)
-    c = PosCUDATransform(other_key)(x, lengths, labels, SR)
+    a = PosCUDATransform(key, TAPS)(x, lengths, labels, SR)
+    b = PosCUDATransform(key, TAPS)(x, lengths, labels, SR)
+    c = PosCUDATransform(other_key, TAPS)(x, lengths, labels, SR)
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_padding_and_short_clips(key):
-    cfg = PosCUDAConfig(patch_seconds=0.1, placement="relative")  # 800 samples: longer than the 300-sample clip
+    cfg = TAPS.replace(patch_seconds=0.1, placement="relative")  # 800 samples: longer than the 300-sample clip
     x, lengths = batch(b=2, lengths=[8000, 300])
     y = PosCUDATransform(key, cfg)(x, lengths, torch.tensor([0, 1]), SR)
     assert torch.equal(y[1, :, 300:], x[1, :, 300:])  # padding untouched
@@ -115,7 +116,7 @@ def test_active_placement_stays_inside_the_active_region(key):
     t = torch.arange(8000)
     x = torch.zeros(4, 1, 8000)
     x[:, 0, 3000:5000] = 0.5 * torch.sin(t[3000:5000] * 0.3)  # speech only in the middle
-    cfg = PosCUDAConfig(patch_seconds=0.02, num_patches=3, placement="active")
+    cfg = TAPS.replace(patch_seconds=0.02, num_patches=3, placement="active")
     y = PosCUDATransform(key, cfg)(x, torch.tensor([8000] * 4), torch.arange(4), SR)
     changed = torch.nonzero((y != x)[:, 0])[:, 1]
     assert changed.numel() > 0 and int(changed.min()) >= 2960 and int(changed.max()) < 5040
@@ -124,7 +125,7 @@ def test_active_placement_stays_inside_the_active_region(key):
 
 
 def test_never_clips(key):
-    cfg = PosCUDAConfig(placement="whole", filter_family="signed", blur_factor=1.0, kernel_size=33)
+    cfg = TAPS.replace(placement="whole", filter_family="signed", blur_factor=1.0, kernel_size=33)
     x = torch.sign(torch.randn(3, 2, 4000)) * 0.99  # near full scale: the filter's gain would exceed 1
     y = PosCUDATransform(key, cfg)(x, torch.tensor([4000] * 3), torch.arange(3), SR)
     assert float(y.abs().max()) <= 1.0
@@ -137,11 +138,11 @@ def test_never_clips(key):
 def test_edges_fade_smoothly(key):
     x = 0.3 * torch.sin(torch.arange(8000) * 0.05)[None, None, :]
     hard = PosCUDATransform(
-        key, PosCUDAConfig(patch_seconds=0.05, placement="relative", filter_family="signed", kernel_size=33)
+        key, TAPS.replace(patch_seconds=0.05, placement="relative", filter_family="signed", kernel_size=33)
     )
     soft = PosCUDATransform(
         key,
-        PosCUDAConfig(
+        TAPS.replace(
             patch_seconds=0.05, placement="relative", filter_family="signed", kernel_size=33, edge_seconds=0.01
         ),
     )
@@ -151,7 +152,7 @@ def test_edges_fade_smoothly(key):
 
 
 def test_match_rms_preserves_patch_energy(key):
-    cfg = PosCUDAConfig(placement="whole", blur_factor=0.3, kernel_size=9, match_rms=True)
+    cfg = TAPS.replace(placement="whole", blur_factor=0.3, kernel_size=9, match_rms=True)
     x, lengths = batch(b=3)
     y = PosCUDATransform(key, cfg)(x, lengths, torch.arange(3), SR)
     torch.testing.assert_close(y.pow(2).sum(-1), x.pow(2).sum(-1), rtol=1e-4, atol=1e-6)
@@ -159,7 +160,7 @@ def test_match_rms_preserves_patch_energy(key):
 
 def test_stereo_channels_share_positions(key):
     x, lengths = batch(b=2, c=2)
-    y = PosCUDATransform(key, PosCUDAConfig(num_patches=2, placement="relative"))(x, lengths, torch.tensor([0, 1]), SR)
+    y = PosCUDATransform(key, TAPS.replace(num_patches=2, placement="relative"))(x, lengths, torch.tensor([0, 1]), SR)
     mask = y != x
     assert torch.equal(mask[:, 0], mask[:, 1])
 
@@ -167,7 +168,7 @@ def test_stereo_channels_share_positions(key):
 @pytest.mark.parametrize("bad", ["lengths", "filters", "shape", "labels"])
 def test_bad_tensor_arguments(key, bad):
     x, lengths = batch(b=2)
-    cfg = PosCUDAConfig()
+    cfg = TAPS
     filters = torch.ones(2, cfg.kernel_size)
     positions = torch.zeros(2, 1)
     with pytest.raises(ValueError):
@@ -189,7 +190,7 @@ def test_empty_batch(key):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_and_keeps_device_dtype(key):
-    cfg = PosCUDAConfig(num_patches=4, placement="active", edge_seconds=0.01, kernel_size=33, match_rms=True)
+    cfg = TAPS.replace(num_patches=4, placement="active", edge_seconds=0.01, kernel_size=33, match_rms=True)
     x, lengths = batch(b=8, lengths=[8000, 300, 5000, 7999, 1, 8000, 4000, 100])
     labels = torch.arange(8) % 5
     cpu = PosCUDATransform(key, cfg)(x, lengths, labels, SR)

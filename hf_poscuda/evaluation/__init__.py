@@ -3,6 +3,7 @@
 from .attacks import ATTACKS, Attack, get_attack
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, evaluate_protection, measure_quality, run_evaluation, to_arrays
 from .models import HF_PRESETS, MODELS, build_cnn, build_hf_model
+from .protocol import DataSpec, public_eval_key, run_grid, summarise, summary_markdown
 from .report import (
     build_report,
     plot_accuracy_vs_pesq,
@@ -15,6 +16,11 @@ from .training import TrainingRecipe, TrainResult, accuracy
 
 __all__ = [
     "ATTACKS",
+    "DataSpec",
+    "public_eval_key",
+    "run_grid",
+    "summarise",
+    "summary_markdown",
     "Attack",
     "evaluate_attack",
     "get_attack",

@@ -121,6 +121,115 @@ def sharpen(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, amo
     return (audio + amount * (audio - smooth)).astype(np.float32)
 
 
+# --------------------------------------------------------------------------------- equalisation (channel removal)
+def _stft_setup(sampling_rate: int) -> tuple[int, int, torch.Tensor]:
+    n_fft = 1 << (int(0.032 * sampling_rate) - 1).bit_length()  # 32 ms: 256 at 8 kHz, 512 at 16 kHz
+    return n_fft, n_fft // 4, torch.hann_window(n_fft, dtype=torch.float64)
+
+
+def _equalise(audio: np.ndarray, sampling_rate: int, window_seconds: float | None, active_db: float = 40.0) -> np.ndarray:
+    """Divide each clip's STFT by its average magnitude spectrum (geometric mean over active frames), over the
+    whole clip (``window_seconds=None``) or over a sliding window of frames, resynthesise, keep each clip's RMS."""
+    x = torch.from_numpy(_check_batch(audio).astype(np.float64))
+    n_fft, hop, window = _stft_setup(sampling_rate)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)  # [N, F, frames]
+    mag = spec.abs()
+    energy = mag.pow(2).sum(dim=1)  # [N, frames]
+    active = (energy >= energy.amax(dim=-1, keepdim=True) * 10 ** (-active_db / 10)) & (energy > 0)
+    logmag = torch.log(mag + 1e-9) * active[:, None, :]
+    weight = active[:, None, :].to(torch.float64)
+    if window_seconds is None:
+        mean = logmag.sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1)
+    else:  # local geometric mean over the active frames within +-window/2
+        half = max(1, int(round(window_seconds * sampling_rate / hop / 2)))
+        box = torch.ones(1, 1, 2 * half + 1, dtype=torch.float64)
+        N, Fq, T = logmag.shape
+        local = torch.nn.functional.conv1d(logmag.reshape(N * Fq, 1, T), box, padding=half).reshape(N, Fq, T)
+        count = torch.nn.functional.conv1d(weight[:, 0:1, :], box, padding=half)  # [N, 1, T]
+        whole = logmag.sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1)
+        mean = torch.where(count > 0, local / count.clamp(min=1), whole)
+    equalised = spec / torch.exp(mean)
+    y = torch.istft(equalised, n_fft, hop, window=window, length=x.shape[-1])
+    rms_in = x.pow(2).mean(-1, keepdim=True).sqrt()
+    rms_out = y.pow(2).mean(-1, keepdim=True).sqrt()
+    y = torch.where(rms_out > 0, y * rms_in / rms_out.clamp(min=1e-12), y)
+    return y.numpy().astype(np.float32)
+
+
+def blind_eq(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """Blind spectral equalisation: divide each clip's STFT (32 ms Hann, 75 % overlap) by its own long-term
+    average magnitude spectrum (geometric mean over frames within 40 dB of the loudest), resynthesise and restore
+    the clip's RMS. Divides out a time-invariant filter (a recording channel) to the resolution of its 32 ms
+    window: the magnitude part of it, not its phase."""
+    return _equalise(audio, sampling_rate, None)
+
+
+def sliding_eq(
+    audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, window_seconds: float = 0.2
+) -> np.ndarray:
+    """Blind equalisation with a *local* average spectrum (geometric mean over active frames within
+    ±``window_seconds``/2): an adaptive attack on filters that change along the clip slower than the window."""
+    return _equalise(audio, sampling_rate, window_seconds)
+
+
+def _random_gain_db(rng: np.random.Generator, n: int, freqs: np.ndarray, sampling_rate: int, max_db: float,
+                    knots: int) -> np.ndarray:
+    """``n`` smooth random gain curves (dB) at ``freqs``: ``knots`` log-spaced knots, gains ``U(-max_db, max_db)``,
+    interpolated linearly in log frequency."""
+    knot_f = np.geomspace(50.0, sampling_rate / 2, knots)
+    gains = rng.uniform(-max_db, max_db, size=(n, knots))
+    logf = np.log(np.clip(freqs, 50.0, None))
+    return np.stack([np.interp(logf, np.log(knot_f), g) for g in gains])
+
+
+def random_eq(
+    audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, max_db: float = 10.0, knots: int = 8
+) -> np.ndarray:
+    """Random-EQ augmentation: a fresh smooth random gain curve per clip (``knots`` knots, ±``max_db`` dB), applied
+    to the whole clip in the frequency domain. Teaches the model to ignore fixed spectral colouring."""
+    audio = _check_batch(audio)
+    spec = np.fft.rfft(audio.astype(np.float64), axis=-1)
+    freqs = np.fft.rfftfreq(audio.shape[1], 1.0 / sampling_rate)
+    gain = 10 ** (_random_gain_db(rng, len(audio), freqs, sampling_rate, max_db, knots) / 20)
+    return np.fft.irfft(spec * gain, n=audio.shape[1], axis=-1).astype(np.float32)
+
+
+def random_eq_tv(
+    audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, max_db: float = 10.0, knots: int = 8
+) -> np.ndarray:
+    """Time-varying random-EQ augmentation: per clip, two random smooth gain curves (as :func:`random_eq`)
+    morphed into each other along the clip with a raised cosine of random rate (1-4 Hz) and phase, applied in the
+    STFT domain. Teaches the model to ignore spectral colouring that changes along the clip."""
+    audio = _check_batch(audio)
+    x = torch.from_numpy(audio.astype(np.float64))
+    n_fft, hop, window = _stft_setup(sampling_rate)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)  # [N, F, T]
+    N, Fq, T = spec.shape
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sampling_rate)
+    g1 = _random_gain_db(rng, N, freqs, sampling_rate, max_db, knots)
+    g2 = _random_gain_db(rng, N, freqs, sampling_rate, max_db, knots)
+    t = np.arange(T) * hop / sampling_rate
+    rate, phase = rng.uniform(1.0, 4.0, size=(N, 1)), rng.uniform(0, 2 * np.pi, size=(N, 1))
+    alpha = 0.5 - 0.5 * np.cos(2 * np.pi * rate * t[None, :] + phase)  # [N, T]
+    gain_db = g1[:, :, None] + alpha[:, None, :] * (g2 - g1)[:, :, None]
+    y = torch.istft(spec * torch.from_numpy(10 ** (gain_db / 20)), n_fft, hop, window=window, length=audio.shape[1])
+    return y.numpy().astype(np.float32)
+
+
+def cmvn(logmel: torch.Tensor, active_db: float = 40.0) -> torch.Tensor:
+    """Per-utterance mean and variance normalisation of each band of a ``[batch, mels, frames]`` log-mel
+    spectrogram, with statistics over the clip's active frames (within ``active_db`` of its loudest frame, so
+    zero padding does not count). Subtracting each band's mean log energy divides out the clip's average
+    spectrum: blind equalisation in the log-mel domain."""
+    frame_energy = torch.logsumexp(logmel, dim=1, keepdim=True)  # [B, 1, T]
+    threshold = frame_energy.amax(dim=-1, keepdim=True) - active_db * math.log(10) / 10
+    w = (frame_energy >= threshold).to(logmel.dtype)
+    count = w.sum(dim=-1, keepdim=True).clamp(min=1)
+    mean = (logmel * w).sum(dim=-1, keepdim=True) / count
+    var = ((logmel - mean).pow(2) * w).sum(dim=-1, keepdim=True) / count
+    return (logmel - mean) / (var.sqrt() + 1e-5)
+
+
 # ------------------------------------------------------------------------------------------------- codecs
 def mp3(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator, bit_rate: int = 32000) -> np.ndarray:
     """Encode each clip as MP3 at ``bit_rate`` and decode it back (FFmpeg through torchcodec)."""
@@ -208,7 +317,9 @@ def _fit_length(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ registry
-AttackKind = Literal["preprocess", "augment"]
+AttackKind = Literal["preprocess", "augment", "feature"]
+BatchKind = Literal["mixup", "specaugment"]
+FeatureKind = Literal["cmvn"]
 
 
 @dataclass(frozen=True)
@@ -217,29 +328,45 @@ class Attack:
 
     Args:
         name (`str`): registry name (``hf-poscuda evaluate --attack NAME``).
-        kind (`str`): ``"preprocess"`` (once, before training) or ``"augment"`` (every batch).
+        kind (`str`): ``"preprocess"`` (a waveform step of the adversary's pipeline: applied once to the train
+            *and* the test audio), ``"augment"`` (every training batch) or ``"feature"`` (a step inside the
+            model's feature extraction, for training and testing).
         description (`str`): one line for reports and cards.
         waveform (`Callable`, *optional*): ``(audio [N, T], sampling_rate, rng) -> audio [N, T]``.
-        batch (`str`, *optional*): ``"mixup"`` or ``"specaugment"`` for the two non-waveform countermeasures.
+        batch (`str`, *optional*): ``"mixup"`` or ``"specaugment"`` for the two non-waveform augmentations.
+        feature (`str`, *optional*): ``"cmvn"`` for the log-mel normalisation.
         models (`tuple[str, ...]`, *optional*): the models it applies to (``None``: all).
+        steps (`tuple[Attack, ...]`): for a combination (``"a+b"``), its parts in order; empty otherwise.
     """
 
     name: str
     kind: AttackKind
     description: str
     waveform: WaveformFn | None = None
-    batch: Literal["mixup", "specaugment"] | None = None
+    batch: BatchKind | None = None
+    feature: FeatureKind | None = None
     models: tuple[str, ...] | None = None
+    steps: tuple[Attack, ...] = ()
 
     def __post_init__(self) -> None:
-        if (self.waveform is None) == (self.batch is None):
-            raise ValueError(f"Attack {self.name!r} needs exactly one of waveform or batch.")
+        if self.steps:
+            return
+        if sum(x is not None for x in (self.waveform, self.batch, self.feature)) != 1:
+            raise ValueError(f"Attack {self.name!r} needs exactly one of waveform, batch or feature.")
         if self.batch is not None and self.kind != "augment":
             raise ValueError(f"Attack {self.name!r}: batch countermeasures are training-time augmentations.")
+        if (self.feature is not None) != (self.kind == "feature"):
+            raise ValueError(f"Attack {self.name!r}: feature countermeasures have kind 'feature' and vice versa.")
+
+    @property
+    def parts(self) -> tuple[Attack, ...]:
+        """The single countermeasures this one is made of (itself, unless it is a combination)."""
+        return self.steps or (self,)
 
     def applies_to(self, model: str) -> bool:
         """Whether this countermeasure can be used with ``model`` (a model name such as ``"raw_cnn"``)."""
-        return self.models is None or model.split(":")[0].split("-")[0] in self.models
+        base = model.split(":")[0].split("-")[0]
+        return all(p.models is None or base in p.models for p in self.parts)
 
     def apply(self, audio: np.ndarray, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
         """Apply a waveform countermeasure to ``[N, samples]`` clips (same shape out)."""
@@ -247,7 +374,7 @@ class Attack:
             raise ValueError(f"{self.name!r} is not a waveform countermeasure; it acts inside training.")
         out = self.waveform(audio, sampling_rate, rng)
         if out.shape != np.shape(audio):
-            raise AssertionError(f"{self.name} changed the shape {np.shape(audio)} -> {out.shape}")
+            raise RuntimeError(f"Countermeasure {self.name!r} changed the shape {np.shape(audio)} -> {out.shape}.")
         return out
 
 
@@ -278,24 +405,73 @@ ATTACKS: dict[str, Attack] = {
         Attack("mixup", "augment", "mixup of clips and labels, Beta(0.4, 0.4)", batch="mixup"),
         Attack("specaugment", "augment", "SpecAugment masks: 2 × ≤8 mel bands, 2 × ≤10 frames (log-mel CNN only)",
                batch="specaugment", models=("logmel_cnn",)),
+        Attack("blind_eq", "preprocess", "blind equalisation: each clip divided by its own long-term average "
+               "spectrum", blind_eq),
+        Attack("sliding_eq", "preprocess", "equalisation by a local average spectrum (±0.1 s sliding window)",
+               sliding_eq),
+        Attack("cmvn", "feature", "per-utterance mean/variance normalisation of each log-mel band (log-mel CNN only)",
+               feature="cmvn", models=("logmel_cnn",)),
+        Attack("random_eq", "augment", "random smooth EQ (8 knots, ±10 dB) per clip and batch", random_eq),
+        Attack("random_eq_tv", "augment", "time-varying random EQ (two ±10 dB curves morphed at 1–4 Hz) per clip "
+               "and batch", random_eq_tv),
     ]
 }
 
 
 def get_attack(name: str) -> Attack:
-    """Look up a countermeasure by name; the error lists the known names."""
+    """Look up a countermeasure by name; ``"a+b+c"`` combines several (see :func:`combine`).
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones), or an impossible combination.
+    """
+    if "+" in name:
+        return combine([get_attack(part) for part in name.split("+")])
     if name not in ATTACKS:
-        raise ValueError(f"Unknown countermeasure {name!r}; choose from {list(ATTACKS)}.")
+        raise ValueError(f"Unknown countermeasure {name!r}; choose from {list(ATTACKS)} or join several with '+'.")
     return ATTACKS[name]
 
 
+def combine(parts: list[Attack]) -> Attack:
+    """One countermeasure made of several: preprocessing steps run in order on the data, augmentations run in
+    order on every batch, a feature step acts in the model. At most one of ``mixup``/``specaugment``.
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.evaluation.attacks import get_attack
+    >>> a = get_attack("blind_eq+random_eq_tv")
+    >>> a.name, a.kind, [p.kind for p in a.parts]
+    ('blind_eq+random_eq_tv', 'augment', ['preprocess', 'augment'])
+    ```
+    """
+    flat = [p for a in parts for p in a.parts]
+    if len(flat) < 2:
+        raise ValueError("A combination needs at least two countermeasures.")
+    if len({p.name for p in flat}) != len(flat):
+        raise ValueError(f"Countermeasure listed twice in {'+'.join(p.name for p in flat)!r}.")
+    if sum(p.batch is not None for p in flat) > 1 or sum(p.feature is not None for p in flat) > 1:
+        raise ValueError("A combination may hold at most one of mixup/specaugment and one feature step.")
+    kinds = {p.kind for p in flat}
+    kind: AttackKind = "augment" if "augment" in kinds else "feature" if "feature" in kinds else "preprocess"
+    models = [set(p.models) for p in flat if p.models is not None]
+    return Attack(
+        name="+".join(p.name for p in flat), kind=kind, description="; then ".join(p.description for p in flat),
+        models=tuple(sorted(set.intersection(*models))) if models else None, steps=tuple(flat),
+    )
+
+
 def attack_quality(audio: np.ndarray, sampling_rate: int, attack: Attack, seed: int = 0) -> dict[str, float]:
-    """What a waveform countermeasure costs the adversary: mean PESQ and overall SNR of attacked vs input clips."""
+    """What the waveform steps of a countermeasure cost the adversary: mean PESQ and overall SNR of the output
+    against the input clips (``nan`` when it has no waveform step)."""
     from ..quality import pesq_score
 
-    if attack.waveform is None:
+    waveform = [p for p in attack.parts if p.waveform is not None]
+    if not waveform:
         return {"pesq": math.nan, "snr_db": math.nan, "clips": 0}
-    attacked = attack.apply(audio, sampling_rate, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    attacked = audio
+    for part in waveform:
+        attacked = part.apply(attacked, sampling_rate, rng)
     scores = [pesq_score(x, y, sampling_rate) for x, y in zip(audio, attacked, strict=True)]
     finite = [s for s in scores if math.isfinite(s)]
     noise = float(((attacked.astype(np.float64) - audio) ** 2).sum())

@@ -215,24 +215,24 @@ def evaluate_attack(
     """
     sr = protected_train.sampling_rate
     rng = np.random.default_rng(recipe.seed)
-    step = max(1, len(clean_train.audio) // quality_clips)
-    result: dict[str, Any] = {
-        "kind": attack.kind,
-        "description": attack.description,
-        "quality": attack_quality(clean_train.audio[::step][:quality_clips], sr, attack, seed=recipe.seed),
-        "models": {},
-    }
+    quality: dict[str, Any] = {"pesq": math.nan, "snr_db": math.nan, "clips": 0}
+    if quality_clips > 0:
+        step = max(1, len(clean_train.audio) // quality_clips)
+        quality = attack_quality(clean_train.audio[::step][:quality_clips], sr, attack, seed=recipe.seed)
+    result: dict[str, Any] = {"kind": attack.kind, "description": attack.description, "quality": quality, "models": {}}
     train, attacked_test = protected_train, test
-    if attack.kind == "preprocess":
-        train = AudioArrays(attack.apply(protected_train.audio, sr, rng), protected_train.labels, sr)
-        attacked_test = AudioArrays(attack.apply(test.audio, sr, rng), test.labels, sr)
+    for part in attack.parts:
+        if part.kind == "preprocess":  # the adversary's input pipeline: train and test audio alike
+            train = AudioArrays(part.apply(train.audio, sr, rng), train.labels, sr)
+            attacked_test = AudioArrays(part.apply(attacked_test.audio, sr, rng), attacked_test.labels, sr)
+    in_training = any(p.kind != "preprocess" for p in attack.parts)
     for spec in models:
-        if not attack.applies_to(spec.name) or (attack.kind == "augment" and spec.name not in CNN_MODELS):
+        if not attack.applies_to(spec.name) or (in_training and spec.name not in CNN_MODELS):
             logger.info("%s does not apply to %s; skipped", attack.name, spec.label)
             continue
         run = train_model(
             spec, train, attacked_test, recipe, f"{spec.label} {setting} + {attack.name}",
-            attack=attack if attack.kind == "augment" else None,
+            attack=attack if in_training else None,
         )
         result["models"][spec.label] = run.to_dict()
         logger.info("%s / %s + %s: clean-test accuracy %.3f", setting, spec.label, attack.name, run.test_accuracy)

@@ -50,6 +50,7 @@ class LogMelCNN(nn.Module):
         self.features = nn.Sequential(*blocks[:-1])  # no pooling after the last block
         self.head = nn.Linear(chans[-1], num_classes)
         self.spec_transform: Any = None  # a training-time countermeasure on the log-mel input (SpecAugment)
+        self.feature_transform: Any = None  # a feature step of the adversary's pipeline (CMVN), train and test
 
     def logmel(self, audio: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True).abs().pow(2)
@@ -57,6 +58,8 @@ class LogMelCNN(nn.Module):
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = self.logmel(audio)
+        if self.feature_transform is not None:
+            x = self.feature_transform(x)
         if self.training and self.spec_transform is not None:
             x = self.spec_transform(x)
         x = (x - x.mean(dim=(1, 2), keepdim=True)) / (x.std(dim=(1, 2), keepdim=True) + 1e-5)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attacks import Attack, mixup, spec_augment
+from .attacks import Attack, cmvn, mixup, spec_augment
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +80,23 @@ class TrainingRecipe:
 
 @dataclass
 class TrainResult:
-    """One training run: final accuracies and per-epoch curves."""
+    """One training run: final accuracies and per-epoch curves.
+
+    ``peak_test_accuracy`` is the best clean-test accuracy over the recorded epochs, picked on the test split
+    itself: an upper bound on what an adversary who keeps a little clean validation data and stops early would
+    get. It is ``nan`` when no curve was recorded.
+    """
 
     test_accuracy: float
     train_accuracy: float
     steps: int
     curve: list[dict[str, float]] = field(default_factory=list)
+    peak_test_accuracy: float = math.nan
+
+    def __post_init__(self) -> None:
+        points = [p["test_accuracy"] for p in self.curve if "test_accuracy" in p]
+        if points and not math.isfinite(self.peak_test_accuracy):
+            self.peak_test_accuracy = float(max(max(points), self.test_accuracy))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,7 +163,7 @@ def train_cnn(
             bar.set_postfix(test_acc=f"{point['test_accuracy']:.3f}")
         curve.append(point)
     if hasattr(model, "spec_transform"):
-        model.spec_transform = None
+        model.spec_transform = None  # a training-time augmentation; a feature step (CMVN) stays for testing
     return TrainResult(
         test_accuracy=accuracy(_predict(model, test[0]), test[1]),
         train_accuracy=accuracy(_predict(model, x), y),
@@ -164,29 +175,51 @@ def train_cnn(
 def _batch_augmenter(
     model: nn.Module, attack: Attack | None, sampling_rate: int | None, num_classes: int, seed: int
 ) -> Any:
-    """``(audio, labels) -> (audio, target)`` for one training batch; the identity without a countermeasure."""
+    """``(audio, labels) -> (audio, target)`` for one training batch; the identity without a countermeasure.
+
+    Sets up the countermeasure's model-side parts too: SpecAugment on the log-mel input during training, and a
+    feature step (CMVN) for training *and* testing. Preprocessing parts are applied to the data by the caller.
+    """
     if attack is None:
         return lambda xb, yb: (xb, yb)
-    if attack.kind != "augment":
-        raise ValueError(f"{attack.name!r} is a preprocessing countermeasure; apply it to the data, not in training.")
     rng = np.random.default_rng(seed + 7919)
-    if attack.batch == "specaugment":
-        if not hasattr(model, "spec_transform"):
-            raise ValueError(f"specaugment needs a spectrogram model (log-mel CNN), not {type(model).__name__}.")
-        generator = torch.Generator().manual_seed(seed + 7919)
-        model.spec_transform = lambda spec: spec_augment(spec, generator)
-        return lambda xb, yb: (xb, yb)
-    if attack.batch == "mixup":
+    steps: list[Any] = []
+    for part in attack.parts:
+        if part.kind == "preprocess":
+            if not attack.steps:
+                raise ValueError(
+                    f"{part.name!r} is a preprocessing countermeasure; apply it to the data, not in training."
+                )
+            continue
+        if part.feature is not None or part.batch == "specaugment":
+            if not hasattr(model, "spec_transform"):
+                raise ValueError(f"{part.name} needs a spectrogram model (log-mel CNN), not {type(model).__name__}.")
+            if part.feature == "cmvn":
+                model.feature_transform = cmvn
+            else:
+                generator = torch.Generator().manual_seed(seed + 7919)
+                model.spec_transform = lambda spec, g=generator: spec_augment(spec, g)
+        elif part.batch == "mixup":
 
-        def mix(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            onehot = np.eye(num_classes, dtype=np.float32)[yb.numpy()]
-            audio, target = mixup(xb.numpy(), onehot, rng)
-            return torch.from_numpy(audio), torch.from_numpy(target.astype(np.float32))
+            def mix(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                target = yb if yb.ndim == 2 else torch.from_numpy(np.eye(num_classes, dtype=np.float32)[yb.numpy()])
+                audio, mixed = mixup(xb.numpy(), target.numpy(), rng)
+                return torch.from_numpy(audio), torch.from_numpy(mixed.astype(np.float32))
 
-        return mix
-    if sampling_rate is None:
-        raise ValueError(f"{attack.name!r} needs the sampling rate.")
-    return lambda xb, yb: (torch.from_numpy(attack.apply(xb.numpy(), sampling_rate, rng)), yb)
+            steps.append(mix)
+        else:
+            if sampling_rate is None:
+                raise ValueError(f"{part.name!r} needs the sampling rate.")
+            steps.append(
+                lambda xb, yb, p=part: (torch.from_numpy(p.apply(xb.numpy(), sampling_rate, rng)), yb)
+            )
+
+    def augment(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        for step in steps:
+            xb, yb = step(xb, yb)
+        return xb, yb
+
+    return augment
 
 
 class _FeatureDataset(torch.utils.data.Dataset):

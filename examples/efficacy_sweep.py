@@ -1,0 +1,231 @@
+"""The efficacy sweep: PosCUDA settings under several public keys, both FSDD splits, two rates, four models and
+the countermeasures, cached run by run (``runs.jsonl``) so it can be stopped and resumed.
+
+    python examples/efficacy_sweep.py --fsdd ../shared/data/fsdd/recordings --settings tv-s6v4-18 \
+        --keys 0,1,2,3,4 --splits official,speaker --models logmel_cnn,raw_cnn --attacks none,blind_eq
+
+``--report`` writes the summary tables (mean over keys and worst key) and the frontier plots from what is
+recorded, without training anything. Settings are named below; every knob is spelled out against BASE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+from hf_poscuda import PRESETS, PosCUDAConfig
+from hf_poscuda.data import load_fsdd
+from hf_poscuda.evaluation import ModelSpec, TrainingRecipe
+from hf_poscuda.evaluation.protocol import DataSpec, run_grid
+
+# The sweep's settings are spelled out against BASE, which fixes every knob the package defaults set (the
+# defaults were chosen from these numbers, so they must not move the settings under the recorded results).
+BASE = PosCUDAConfig(
+    filter_family="barcode", placement="whole", num_bands=16, band_low_hz=200.0, band_high_hz=3600.0, num_cuts=4,
+    num_boosts=2, cut_db=30.0, boost_db=12.0, vary_cuts=0, vary_boosts=0, vary_cut_db=30.0, vary_boost_db=12.0,
+    vary_from_band=0, filter_seconds=0.032, filters_per_class=1, num_segments=4, segment_seconds=None,
+    segment_region="active", boundary_jitter=0.5, crossfade_seconds=0.03,
+)
+BARCODE = BASE
+TV = BARCODE.replace(placement="segments", filters_per_class=2, segment_region="active")
+TVB = TV.replace(num_cuts=0, num_boosts=3, boost_db=15.0)
+SETTINGS: dict[str, PosCUDAConfig] = {
+    # the presets, by name (the final protocol in examples/results/efficacy measures these)
+    "default": PRESETS["default"],
+    "barcode": PRESETS["barcode"],
+    "v0.1": PRESETS["v0.1"],
+    # baselines of the sweep: the 0.1 default (whole-clip random taps), the whole-clip barcode of DESIGN §8
+    "v0.1-default": PRESETS["v0.1"],
+    "barcode-c4b2": BARCODE,
+    # time-varying, no static part: two disjoint cut sets alternating over 4 active-region segments
+    "tv-v4-30": TV.replace(num_cuts=0, num_boosts=0, vary_cuts=4),
+    # static barcode + a varying part (the static part fools models, the varying part survives equalisation)
+    "tv-s6v2-30": TV.replace(vary_cuts=2),
+    "tv-s6v2-18": TV.replace(vary_cuts=2, vary_cut_db=18.0),
+    "tv-s6v2-18-f60": TV.replace(vary_cuts=2, vary_cut_db=18.0, crossfade_seconds=0.06),
+    "tv-s6v4-18": TV.replace(vary_cuts=4, vary_cut_db=18.0),
+    "tv-s6v2b1-12": TV.replace(vary_cuts=2, vary_boosts=1, vary_cut_db=12.0),
+    # stronger static barcodes (boosts are what a raw-waveform model sees: cuts remove little energy)
+    "barcode-c4b3-18": BARCODE.replace(num_boosts=3, boost_db=18.0),
+    "barcode-c4b4-18": BARCODE.replace(num_boosts=4, boost_db=18.0),
+    "barcode-c2b2-20": BARCODE.replace(num_cuts=2, boost_db=20.0),
+    "barcode-c0b3-18": BARCODE.replace(num_cuts=0, num_boosts=3, boost_db=18.0),
+    "barcode32-c6b4-15": BARCODE.replace(num_bands=32, num_cuts=6, num_boosts=4, boost_db=15.0),
+    "barcode32-c6b2-24": BARCODE.replace(num_bands=32, num_cuts=6, num_boosts=2, boost_db=24.0),
+    # the static signature where speech has its energy (a raw-waveform model sees energy, not log energy)
+    "barcode-lo1500-c4b2": BARCODE.replace(band_low_hz=150.0, band_high_hz=1500.0),
+    "barcode-lo2000-c4b2": BARCODE.replace(band_low_hz=150.0, band_high_hz=2000.0),
+    "barcode-lo1500-c2b3-15": BARCODE.replace(band_low_hz=150.0, band_high_hz=1500.0, num_cuts=2, num_boosts=3,
+                                              boost_db=15.0),
+    # the varying part in the upper bands (little speech energy there: heard less, PESQ +0.3-0.6)
+    "tv-v4-30-u8": TV.replace(num_cuts=0, num_boosts=0, vary_cuts=4, vary_from_band=8),
+    "tv-v4-18-u8": TV.replace(num_cuts=0, num_boosts=0, vary_cuts=4, vary_cut_db=18.0, vary_from_band=8),
+    "tv-v4-12-u8": TV.replace(num_cuts=0, num_boosts=0, vary_cuts=4, vary_cut_db=12.0, vary_from_band=8),
+    "tv-s6v2-30-u9": TV.replace(vary_cuts=2, vary_from_band=9),
+    "tv-s6v4-18-u8": TV.replace(vary_cuts=4, vary_cut_db=18.0, vary_from_band=8),
+    # wide bands: each marked band holds more of the clip's energy
+    "barcode8-c2b2": BARCODE.replace(num_bands=8, num_cuts=2, num_boosts=2),
+    "barcode10-c3b2": BARCODE.replace(num_bands=10, num_cuts=3, num_boosts=2),
+    "barcode-c8b0": BARCODE.replace(num_cuts=8, num_boosts=0),
+    "barcode-c6b3-15": BARCODE.replace(num_cuts=6, num_boosts=3, boost_db=15.0),
+    # static boosts only (boosts are the fast shortcut for raw-waveform models; static cuts cost PESQ once the
+    # filters vary) + varying cuts in the upper bands
+    "tv-b3x15-v2u9": TVB.replace(vary_cuts=2, vary_from_band=9),
+    "tv-b3x15-v3u8": TVB.replace(vary_cuts=3, vary_from_band=8),
+    "tv-b3x18-v2u9": TVB.replace(boost_db=18.0, vary_cuts=2, vary_from_band=9),
+    "tv-b3x15-v2u9-f80": TVB.replace(vary_cuts=2, vary_from_band=9, crossfade_seconds=0.08),
+    "tv-b4x15-v2u8": TVB.replace(num_boosts=4, vary_cuts=2, vary_from_band=8),
+    "tv-b3x15-v2u6": TVB.replace(vary_cuts=2, vary_from_band=6),
+    "tv-b3x15-v4x24u8": TVB.replace(vary_cuts=4, vary_cut_db=24.0, vary_from_band=8),
+    "tv32-b3x24-v4u18": TVB.replace(num_bands=32, boost_db=24.0, vary_cuts=4, vary_from_band=18),
+    # between the two: fewer / shallower static cuts, longer fades
+    "tv-c2b3x15-v2u9": TV.replace(num_cuts=2, num_boosts=3, boost_db=15.0, vary_cuts=2, vary_from_band=9),
+    "tv-s6x24-v2x24u9-f80": TV.replace(cut_db=24.0, vary_cuts=2, vary_cut_db=24.0, vary_from_band=9,
+                                      crossfade_seconds=0.08),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fsdd", required=True, help="folder of FSDD .wav recordings")
+    parser.add_argument("--output", default="examples/results/efficacy")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--keys", default="0,1,2,3,4", help="public evaluation key indices")
+    parser.add_argument("--splits", default="official", help="official,speaker")
+    parser.add_argument("--rates", default="8000", help="e.g. 8000,16000")
+    parser.add_argument("--models", default="logmel_cnn,raw_cnn")
+    parser.add_argument("--attacks", default="none")
+    parser.add_argument("--clean-attacks", default="", help="countermeasures also measured on clean training")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--hf-epochs", type=int, default=8)
+    parser.add_argument("--report", action="store_true", help="only write summary.md and frontier plots")
+    parser.add_argument("--readme", default=None, help="with --report: also rewrite the marked tables in this file")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.report:
+        write_attack_costs(Path(args.output), args.fsdd)
+        write_summary(Path(args.output))
+        if args.readme:
+            update_readme(Path(args.readme), Path(args.output))
+            write_card_summary(Path(args.output))
+        return
+
+    @lru_cache(maxsize=1)
+    def load(spec: DataSpec):
+        rate = None if spec.sampling_rate == 8000 else spec.sampling_rate
+        return load_fsdd(args.fsdd, split=spec.split, sampling_rate=rate)
+
+    data = [DataSpec(s, int(r)) for r in args.rates.split(",") for s in args.splits.split(",")]
+    run_grid(
+        load,
+        {name: SETTINGS[name] for name in args.settings.split(",") if name},
+        [int(k) for k in args.keys.split(",")],
+        data,
+        [ModelSpec.parse(m) for m in args.models.split(",")],
+        args.attacks.split(","),
+        args.output,
+        TrainingRecipe(epochs=args.epochs, hf_epochs=args.hf_epochs),
+        clean_attacks=[a for a in args.clean_attacks.split(",") if a],
+    )
+
+
+def write_summary(out: Path) -> None:
+    """summary.md (every split / rate / countermeasure recorded) and frontier plots, from the recorded runs."""
+    from hf_poscuda.evaluation.protocol import CLEAN, _read_jsonl, plot_frontier, summarise, summary_markdown
+
+    runs, quality = _read_jsonl(out / "runs.jsonl"), _read_jsonl(out / "quality.jsonl")
+    rows = summarise(runs, quality)
+    parts = ["# Efficacy sweep: clean-test accuracy, mean over keys (worst key) [mean peak over epochs]\n"]
+    for split, rate in dict.fromkeys((r["split"], r["sampling_rate"]) for r in rows):
+        here = [r for r in rows if r["split"] == split and r["sampling_rate"] == rate]
+        models = list(dict.fromkeys(r["model"] for r in here))
+        attacks = list(dict.fromkeys(r["attack"] for r in here))
+        for model in models:  # one table per model: only the countermeasures measured on it
+            measured = [a for a in attacks if any(r["model"] == model and r["attack"] == a and r["setting"] != CLEAN
+                                                  for r in here)]
+            parts.append(f"\n## {split} split, {rate} Hz, {model}\n\n")
+            parts.append(summary_markdown(rows, [model], measured, split=split, sampling_rate=rate, peak=True))
+        plot_frontier(rows, out / f"frontier_{split}_{rate}.png", models, [a for a in attacks if a in ("none", "blind_eq")]
+                      or attacks[:1], split=split, sampling_rate=rate)
+    (out / "summary.md").write_text("".join(parts))
+
+
+def write_attack_costs(out: Path, fsdd: str, clips: int = 50) -> None:
+    """attack_costs.json: mean PESQ of each recorded countermeasure's output against clean FSDD train audio
+    (what it costs the adversary), on ``clips`` evenly spaced clips of the official split at 8 kHz."""
+    import numpy as np
+
+    from hf_poscuda.evaluation import get_attack, to_arrays
+    from hf_poscuda.evaluation.attacks import attack_quality
+    from hf_poscuda.evaluation.protocol import NO_ATTACK, _read_jsonl
+
+    path = out / "attack_costs.json"
+    costs = json.loads(path.read_text()) if path.exists() else {}
+    names = {r["attack"] for r in _read_jsonl(out / "runs.jsonl")} - {NO_ATTACK} - set(costs)
+    if not names:
+        return
+    train = to_arrays(load_fsdd(fsdd)["train"], 1.0)
+    idx = np.linspace(0, len(train.audio) - 1, clips).astype(int)
+    for name in sorted(names):
+        pesq = attack_quality(train.audio[idx], train.sampling_rate, get_attack(name))["pesq"]
+        costs[name] = pesq if pesq == pesq else None  # no waveform step (feature / batch countermeasures): null
+    path.write_text(json.dumps(dict(sorted(costs.items())), indent=1))
+
+
+def readme_tables(out: Path) -> dict[str, str]:
+    """The README's result tables, generated from the recorded runs (tests/test_fsdd_results.py checks them)."""
+    from hf_poscuda.evaluation.protocol import (
+        CLEAN, NO_ATTACK, _read_jsonl, attacks_summary_markdown, summarise, summary_markdown,
+    )
+
+    rows = summarise(_read_jsonl(out / "runs.jsonl"), _read_jsonl(out / "quality.jsonl"))
+    cnns = ("logmel_cnn", "raw_cnn")
+    models = (*cnns, "wav2vec2-small", "ast-small")
+    presets = [CLEAN, "default", "barcode", "v0.1"]
+    tables = {
+        f"{split}": summary_markdown(rows, models, (NO_ATTACK,), split=split, settings=presets, peak=True)
+        for split in ("official", "speaker")
+    }
+    tables.update({
+        f"{split}-blind-eq": summary_markdown(rows, cnns, (NO_ATTACK, "blind_eq"), split=split, settings=presets,
+                                              peak=True)
+        for split in ("official", "speaker")
+    })
+    tables["16k"] = summary_markdown(rows, cnns, (NO_ATTACK, "blind_eq"), split="official", sampling_rate=16000,
+                                     settings=[CLEAN, "default", "v0.1"], peak=True)
+    costs_path = out / "attack_costs.json"
+    costs = json.loads(costs_path.read_text()) if costs_path.exists() else {}
+    attacks = [a for a in dict.fromkeys(r["attack"] for r in rows if r["setting"] == "default") if a != NO_ATTACK]
+    tables["attacks"] = attacks_summary_markdown(rows, "default", cnns, attacks, costs=costs)
+    return tables
+
+
+def write_card_summary(out: Path, path: Path = Path("cards/fsdd_measured.json")) -> None:
+    """cards/fsdd_measured.json: what a card without an evaluation report quotes for a measured preset."""
+    from hf_poscuda.evaluation.protocol import _read_jsonl, preset_summary
+
+    summary = preset_summary(_read_jsonl(out / "runs.jsonl"), _read_jsonl(out / "quality.jsonl"))
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def update_readme(readme: Path, out: Path) -> None:
+    """Replace every ``<!-- efficacy:NAME -->...<!-- /efficacy:NAME -->`` region with the generated table."""
+    import re
+
+    text = readme.read_text()
+    for name, table in readme_tables(out).items():
+        pattern = re.compile(rf"(<!-- efficacy:{re.escape(name)} -->\n).*?(<!-- /efficacy:{re.escape(name)} -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The multi-key protocol: cached runs, resuming, mean / worst-key summaries and their tables."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from datasets import DatasetDict
+
+from hf_poscuda import PosCUDAConfig, PosCUDAKey
+from hf_poscuda.evaluation import DataSpec, ModelSpec, TrainingRecipe, public_eval_key, run_grid, summarise
+from hf_poscuda.evaluation.protocol import attacks_summary_markdown, summary_markdown
+from tests.conftest import make_dataset
+
+
+def test_public_eval_keys_are_published_derivations():
+    assert public_eval_key(0) == PosCUDAKey(bytes(range(32)))
+    assert public_eval_key(3) == PosCUDAKey(hashlib.sha256(b"hf-poscuda/public-eval-key/3").digest())
+    assert len({public_eval_key(i).key_id for i in range(5)}) == 5
+
+
+@pytest.fixture
+def grid(tmp_path):
+    loads = []
+
+    def load(spec: DataSpec) -> DatasetDict:
+        loads.append(spec)
+        return DatasetDict({"train": make_dataset(16, num_classes=2), "test": make_dataset(6, num_classes=2, seed=2)})
+
+    args = dict(
+        load=load, settings={"tv": PosCUDAConfig(), "v0.1": PosCUDAConfig.from_preset("v0.1")}, keys=[0, 1],
+        data=[DataSpec("official", 8000)], models=[ModelSpec("raw_cnn")], attacks=["none", "blind_eq"],
+        output=tmp_path, recipe=TrainingRecipe(epochs=1, batch_size=8, clip_seconds=0.5), quality_clips=2,
+        clean_attacks=["blind_eq"],
+    )
+    return args, loads, tmp_path
+
+
+def test_run_grid_records_every_run_once_and_resumes(grid):
+    args, loads, out = grid
+    runs = run_grid(**args)
+    # 2 clean runs (none, blind_eq) + 2 settings x 2 keys x 2 countermeasures
+    assert len(runs) == 2 + 8 and len(loads) == 1
+    assert {(r["setting"], r["key"], r["attack"]) for r in runs if r["setting"] != "clean"} == {
+        (s, k, a) for s in ("tv", "v0.1") for k in (0, 1) for a in ("none", "blind_eq")
+    }
+    for r in runs:
+        assert 0.0 <= r["test_accuracy"] <= r["peak_test_accuracy"] <= 1.0 and len(r["curve"]) == 1
+        assert r["key_id"] == (public_eval_key(r["key"]).key_id if r["setting"] != "clean" else None)
+    quality = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
+    assert len(quality) == 4 and all(q["clips"] == 2 for q in quality)
+    text = (out / "runs.jsonl").read_text() + (out / "quality.jsonl").read_text()
+    assert bytes(range(32)).hex() not in text  # public key 0's secret is public, but still never written
+    assert run_grid(**args) == runs and len(loads) == 1  # a re-run trains nothing and loads nothing
+
+
+def test_unknown_countermeasure_fails_before_training(grid):
+    args, loads, _ = grid
+    with pytest.raises(ValueError, match="Unknown countermeasure"):
+        run_grid(**{**args, "attacks": ["none", "jpeg"]})
+    assert loads == []
+
+
+def test_summaries_give_mean_and_worst_key():
+    runs = [
+        {"setting": "s", "key": k, "split": "official", "sampling_rate": 8000, "model": "m", "attack": "none",
+         "test_accuracy": acc, "peak_test_accuracy": acc + 0.1}
+        for k, acc in enumerate([0.1, 0.3, 0.2])
+    ]
+    runs.append(dict(runs[1]))  # the same run recorded twice counts once
+    quality = [{"setting": "s", "key": k, "split": "official", "sampling_rate": 8000, "pesq": p}
+               for k, p in enumerate([3.9, 4.1, 4.0])]
+    (row,) = summarise(runs, quality)
+    assert row["keys"] == 3 and row["mean"] == pytest.approx(0.2) and row["worst"] == 0.3 and row["best"] == 0.1
+    assert row["peak_mean"] == pytest.approx(0.3) and row["pesq"] == pytest.approx(4.0) and row["pesq_worst"] == 3.9
+    table = summary_markdown([row], ["m"], peak=True)
+    assert "| s | 4.00 | 3 | 20.0 (30) [30] |" in table
+    assert "| none | – | – | 3 | 20.0 (30) [30] |" in attacks_summary_markdown([row], "s", ["m"], ["none"])
+
+
+def test_a_setting_name_stands_for_one_parameter_set(grid):
+    args, _, _ = grid
+    run_grid(**{**args, "attacks": ["none"], "keys": [0]})
+    with pytest.raises(ValueError, match="other parameters"):
+        run_grid(**{**args, "settings": {"tv": PosCUDAConfig(cut_db=20.0)}, "attacks": ["none"], "keys": [0]})
