@@ -237,7 +237,8 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
         cells = [runs.get(("official", m, attack)) for m in attack_models]
         if not any(cells):
             continue
-        attacks.append({"name": attack, "key_count": max(r["keys"] for r in cells if r),
+        counts = sorted({r["keys"] for r in cells if r})
+        attacks.append({"name": attack, "key_count": f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else counts[0],
                         "cells": [cell(r) if r else "n/a" for r in cells]})
     table_keys = {r["keys"] for (split, _, a), r in runs.items()
                   if a == "none" or (a == "blind_eq" and split == "official")}  # the runs the model table shows

@@ -62,6 +62,13 @@ def test_unknown_countermeasure_fails_before_training(grid):
     assert loads == []
 
 
+def test_the_clean_baseline_name_is_reserved(grid):
+    args, loads, _ = grid
+    with pytest.raises(ValueError, match="unprotected baseline"):
+        run_grid(**{**args, "settings": {"clean": PosCUDAConfig()}})
+    assert loads == []
+
+
 def test_summaries_give_mean_and_worst_key():
     runs = [
         {"setting": "s", "key": k, "split": "official", "sampling_rate": 8000, "model": "m", "attack": "none",
@@ -84,3 +91,14 @@ def test_a_setting_name_stands_for_one_parameter_set(grid):
     run_grid(**{**args, "attacks": ["none"], "keys": [0]})
     with pytest.raises(ValueError, match="other parameters"):
         run_grid(**{**args, "settings": {"tv": PosCUDAConfig(cut_db=20.0)}, "attacks": ["none"], "keys": [0]})
+
+
+def test_a_run_interrupted_while_writing_its_line_is_run_again(tmp_path):
+    from hf_poscuda.evaluation.protocol import _read_jsonl
+
+    path = tmp_path / "runs.jsonl"
+    path.write_text('{"setting": "a", "key": 0}\n{"setting": "a", "ke')
+    assert _read_jsonl(path) == [{"setting": "a", "key": 0}]
+    path.write_text('{"setting": "a", "ke\n{"setting": "a", "key": 0}\n')
+    with pytest.raises(json.JSONDecodeError):  # damage anywhere else is not silently skipped
+        _read_jsonl(path)

@@ -25,10 +25,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from ..key import PosCUDAKey
 from .attacks import get_attack
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
 from .training import TrainingRecipe
+
+if TYPE_CHECKING:
+    from datasets import DatasetDict
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,7 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 
 
 def run_grid(
-    load: Any,
+    load: Callable[[DataSpec], DatasetDict],
     settings: dict[str, PosCUDAConfig],
     keys: Sequence[int],
     data: Sequence[DataSpec],
@@ -118,6 +121,9 @@ def run_grid(
     from ..protect import protect_dataset
     from ..quality import measure_quality
 
+    if CLEAN in settings:
+        raise ValueError(f"{CLEAN!r} names the unprotected baseline, which every grid measures: give the setting "
+                         "another name.")
     recipe = recipe or TrainingRecipe()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +244,12 @@ def _cell(row: dict[str, Any] | None, peak: bool = False) -> str:
     return text
 
 
+def _key_range(counts: Iterable[int]) -> str:
+    """How many keys the cells of one table row average: ``"5"``, or ``"2–5"`` where they differ."""
+    counts = sorted(set(counts))
+    return "–" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
 def summary_markdown(
     rows: Sequence[dict[str, Any]],
     models: Sequence[str],
@@ -265,7 +277,7 @@ def summary_markdown(
             continue
         pesq = found[0]["pesq"]
         counts = sorted({c["keys"] for c in found})
-        keys = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+        keys = _key_range(counts)
         pesq_text = "–" if not math.isfinite(pesq) else f"{pesq:.2f}"
         lines.append(f"| {name} | {pesq_text} | {keys} | " + " | ".join(_cell(c, peak) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -333,13 +345,13 @@ def attacks_summary_markdown(
     head = "| countermeasure | kind | PESQ cost | keys | " + " | ".join(models) + " |"
     lines = [head, "|---|---|---:|---:|" + "---:|" * len(models)]
     for attack in (NO_ATTACK, *[a for a in attacks if a != NO_ATTACK]):
-        cells, keys = [], 0
+        cells, counts = [], set()
         for model in models:
             row = index.get((setting, model, attack))
             if row is None:
                 cells.append("n/a")
                 continue
-            keys = max(keys, row["keys"])
+            counts.add(row["keys"])
             clean = index.get((CLEAN, model, attack))
             cells.append(_cell(row, peak=True) + (f" {{clean: {100 * clean['mean']:.0f}}}" if clean else ""))
         if attack == NO_ATTACK:
@@ -349,7 +361,7 @@ def attacks_summary_markdown(
             name, kind = f"`{attack}`", parts.kind
             value = (costs or {}).get(attack)
             cost = f"{value:.2f}" if value is not None and math.isfinite(value) else "–"
-        lines.append(f"| {name} | {kind} | {cost} | {keys} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {kind} | {cost} | {_key_range(counts)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
