@@ -18,7 +18,9 @@ from huggingface_hub import DatasetCardData
 
 from . import __version__
 from .key import PosCUDAKey
-from .evaluation.report import _num, _pct, attack_cell
+from .formatting import attack_cell
+from .formatting import number as _num
+from .formatting import percent as _pct
 from .protect import ProtectionSummary
 
 logger = logging.getLogger(__name__)

@@ -134,3 +134,13 @@ def test_card_says_what_the_parameters_do_and_lists_the_knobs_in_use(preset, sen
 def test_readme_quotes_the_default_sentence():
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
     assert f"*{PosCUDAConfig().describe()}*" in readme
+
+
+def test_the_core_does_not_import_the_evaluation_package():
+    """Data flows one way: protecting, carding and pushing never load evaluation/ (models, training) or
+    transformers; a fresh interpreter shows what an import really pulls in."""
+    code = ("import sys, hf_poscuda, hf_poscuda.card, hf_poscuda.hub, hf_poscuda.protect, hf_poscuda.cli; "
+            "bad = sorted(m for m in sys.modules if m.startswith(('hf_poscuda.evaluation', 'transformers'))); "
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -42,6 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..formatting import attack_cell
+from ..formatting import number as _num
+from ..formatting import percent as _pct
 from .training import TrainingRecipe
 
 logger = logging.getLogger(__name__)
@@ -69,14 +72,6 @@ def build_report(settings: list[dict[str, Any]], recipe: TrainingRecipe, dataset
         },
         "settings": settings,
     }
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.1f} %"
-
-
-def _num(value: float, digits: int = 2) -> str:
-    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -221,21 +216,6 @@ def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy
         "training on the protected data is at most the goal; anything above means it still learned the task.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def attack_cell(result: dict[str, Any], model: str, protected_accuracy: float) -> str:
-    """One model's cell of a countermeasure row: ``"48.0 % (-13.7)"``, the change in points against protected
-    training without the countermeasure, plus ``" [clean: 100.0 %]"`` when the clean-data baseline was measured;
-    ``"n/a"`` when the countermeasure does not apply to the model."""
-    run = result["models"].get(model)
-    if run is None:
-        return "n/a"
-    delta = 100 * (run["test_accuracy"] - protected_accuracy)
-    cell = f"{_pct(run['test_accuracy'])} ({delta:+.1f})"
-    baseline = (result.get("clean_models") or {}).get(model)
-    if baseline is not None:
-        cell += f" [clean: {_pct(baseline['test_accuracy'])}]"
-    return cell
 
 
 def attacks_markdown(report: dict[str, Any], setting: str) -> str:

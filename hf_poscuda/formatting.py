@@ -1,0 +1,43 @@
+"""Number and table-cell formatting shared by dataset cards (core) and evaluation reports (``evaluation/``).
+
+It lives in the core so that rendering a card never imports the evaluation package (models, training).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+
+def percent(value: float | None) -> str:
+    """A fraction as a percentage with one decimal, ``"–"`` for a missing or non-finite value.
+
+    Example:
+        ```py
+        >>> from hf_poscuda.formatting import percent
+        >>> percent(0.2034), percent(None), percent(float("nan"))
+        ('20.3 %', '–', '–')
+        ```
+    """
+    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{100 * value:.1f} %"
+
+
+def number(value: float | None, digits: int = 2) -> str:
+    """``value`` with ``digits`` decimals, ``"–"`` for a missing or non-finite value."""
+    return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def attack_cell(result: Mapping[str, Any], model: str, protected_accuracy: float) -> str:
+    """One model's cell of a countermeasure row: ``"48.0 % (-13.7)"``, the change in points against protected
+    training without the countermeasure, plus ``" [clean: 100.0 %]"`` when the clean-data baseline was measured;
+    ``"n/a"`` when the countermeasure does not apply to the model."""
+    run = result["models"].get(model)
+    if run is None:
+        return "n/a"
+    delta = 100 * (run["test_accuracy"] - protected_accuracy)
+    cell = f"{percent(run['test_accuracy'])} ({delta:+.1f})"
+    baseline = (result.get("clean_models") or {}).get(model)
+    if baseline is not None:
+        cell += f" [clean: {percent(baseline['test_accuracy'])}]"
+    return cell
