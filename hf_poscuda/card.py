@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCardData
 
 from . import __version__
 from .key import PosCUDAKey
-from .formatting import attack_cell
+from .formatting import attack_cell, no_evidence
 from .formatting import number as _num
 from .formatting import percent as _pct
 from .protect import ProtectionSummary
@@ -283,7 +283,9 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         clean, prot = run["clean"]["test_accuracy"], run["protected"]["test_accuracy"]
         peak = run["protected"].get("peak_test_accuracy")
         held = prot <= GOAL_ACCURACY and (peak is None or not math.isfinite(peak) or peak <= GOAL_ACCURACY)
-        models.append({"name": label, "clean": _pct(clean), "protected": _pct(prot), "peak": _pct(peak), "held": held})
+        weak = no_evidence(clean, entry.get("num_classes"))  # near chance even on clean data: proves nothing
+        models.append({"name": label, "clean": _pct(clean), "protected": _pct(prot), "peak": _pct(peak),
+                       "held": held and not weak, "no_evidence": weak})
     attacks = []
     for name, result in (entry.get("attacks") or {}).items():
         cells = [attack_cell(result, label, run["protected"]["test_accuracy"]) for label, run in entry["models"].items()]
@@ -300,7 +302,9 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         "pesq": _num(q.get("pesq"), 2),
         "snr_db": _num(q.get("snr_db_overall"), 1),
         "models": models,
-        "all_held": all(m["held"] for m in models),
+        "all_held": any(not m["no_evidence"] for m in models) and all(m["held"] or m["no_evidence"] for m in models),
+        "any_failed": any(not m["held"] and not m["no_evidence"] for m in models),
+        "any_no_evidence": any(m["no_evidence"] for m in models),
         "attacks": attacks,
         "model_names": [m["name"] for m in models],
     }

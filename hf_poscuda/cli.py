@@ -317,7 +317,8 @@ def evaluate(
     ] = None,
     knobs: KnobsOpt = None,
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small|:ckpt], ast[...]")
+        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small|:ckpt], "
+                                           "ast[...]; wav2vec2 and ast alone mean the small size")
     ] = "logmel_cnn,raw_cnn",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="CNN epochs.")] = 30,
     hf_epochs: Annotated[int, typer.Option("--hf-epochs", min=1, help="wav2vec2 / AST epochs.")] = 20,

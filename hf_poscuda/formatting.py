@@ -28,6 +28,24 @@ def number(value: float | None, digits: int = 2) -> str:
     return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
+NO_EVIDENCE_FACTOR = 2.0
+
+
+def no_evidence(clean_accuracy: float, num_classes: int | None) -> bool:
+    """Whether a model is too weak to say anything about protection: trained on *clean* data it stayed below
+    ``NO_EVIDENCE_FACTOR`` times chance (``1 / num_classes``), so a low accuracy after protected training shows
+    nothing. ``False`` when the number of classes is unknown.
+
+    Example:
+        ```py
+        >>> from hf_poscuda.formatting import no_evidence
+        >>> no_evidence(0.19, 10), no_evidence(0.95, 10), no_evidence(0.19, None)
+        (True, False, False)
+        ```
+    """
+    return bool(num_classes) and clean_accuracy < NO_EVIDENCE_FACTOR / num_classes
+
+
 def attack_cell(result: Mapping[str, Any], model: str, protected_accuracy: float) -> str:
     """One model's cell of a countermeasure row: ``"48.0 % (-13.7)"``, the change in points against protected
     training without the countermeasure, plus ``" [clean: 100.0 %]"`` when the clean-data baseline was measured;

@@ -144,3 +144,26 @@ def test_the_core_does_not_import_the_evaluation_package():
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("num_classes, weak", [(10, True), (100, False), (None, False)])
+def test_a_model_that_learns_nothing_even_from_clean_data_is_no_evidence(num_classes, weak):
+    """A clean-trained model below twice chance (tiny AST: 19 % on 10 classes) says nothing about protection: the
+    card and the report mark it instead of counting its low protected accuracy as protection held."""
+    from hf_poscuda.evaluation.report import report_markdown
+
+    run = lambda acc: {"test_accuracy": acc, "curve": []}  # noqa: E731
+    entry = {"name": "default", "config": PosCUDAConfig().to_dict(), "key_id": "0123456789abcdef",
+             "train_clips": 12, "test_clips": 5, "quality": {"pesq": 4.0},
+             "models": {"logmel_cnn": {"clean": run(0.95), "protected": run(0.15)},
+                        "ast-tiny": {"clean": run(0.19), "protected": run(0.127)}}}
+    if num_classes is not None:
+        entry["num_classes"] = num_classes
+    report = {"schema_version": 1, "dataset": "tiny", "recipe": {"seed": 0, "epochs": 1, "hf_epochs": 1,
+                                                                 "clip_seconds": 1.0}, "settings": [entry]}
+    card = render_card({"train": _summary("0123456789abcdef")}, license="mit", evaluation_report=report)
+    row = next(line for line in card.splitlines() if line.startswith("| ast-tiny |"))
+    assert ("no evidence" in row) == weak and (row.endswith("| yes |")) == (not weak)
+    assert "Every model above stayed at or below the goal." in card  # the CNN held; ast-tiny does not count
+    assert ("Rows marked *no evidence*" in card) == weak
+    assert ("no evidence: clean training stayed near chance" in report_markdown(report)) == weak

@@ -33,12 +33,13 @@ class ModelSpec:
     Args:
         name (`str`): ``"logmel_cnn"``, ``"raw_cnn"``, ``"wav2vec2"`` or ``"ast"``.
         checkpoint (`str`, *optional*): for wav2vec2/AST, a local folder or Hub id to fine-tune.
-        preset (`str`, defaults to `"tiny"`): for wav2vec2/AST without checkpoint, the from-scratch size.
+        preset (`str`, defaults to `"small"`): for wav2vec2/AST without checkpoint, the from-scratch size (the
+            size of the README's numbers; ``"tiny"`` is for tests and learns little).
     """
 
     name: str
     checkpoint: str | None = None
-    preset: str = "tiny"
+    preset: str = "small"
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
@@ -54,7 +55,8 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
-        """``"ast"``, ``"wav2vec2-small"`` (preset) or ``"wav2vec2:path/or/hub-id"`` (checkpoint)."""
+        """``"ast"`` (the ``small`` preset), ``"wav2vec2-tiny"`` (a preset) or ``"wav2vec2:path/or/hub-id"``
+        (a checkpoint)."""
         if ":" in text:
             name, checkpoint = text.split(":", 1)
             return cls(name, checkpoint=checkpoint)
@@ -196,6 +198,7 @@ def evaluate_protection(
         "hf_poscuda_version": __version__,
         "train_clips": len(clean_train.labels),
         "test_clips": len(test.labels),
+        "num_classes": int(max(clean_train.labels.max(), test.labels.max()) + 1),
         "sampling_rate": clean_train.sampling_rate,
     }
     if attacks:

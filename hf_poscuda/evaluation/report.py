@@ -21,7 +21,7 @@ JSON schema (``schema_version`` 1)::
               "protected": {same keys}
             }
           },
-          "train_clips", "test_clips", "sampling_rate", "seconds", "hf_poscuda_version"
+          "train_clips", "test_clips", "num_classes", "sampling_rate", "seconds", "hf_poscuda_version"
         }
       ]
     }
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..formatting import attack_cell
+from ..formatting import attack_cell, no_evidence
 from ..formatting import number as _num
 from ..formatting import percent as _pct
 from .training import TrainingRecipe
@@ -88,7 +88,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     rows = [head, sep, clean]
     for s in settings:
         q = s["quality"]
-        cells = [_pct(s["models"][m]["protected"]["test_accuracy"]) if m in s["models"] else "–" for m in models]
+        cells = [_protected_cell(s, m) if m in s["models"] else "–" for m in models]
         rows.append(
             f"| {s['name']} | {_num(q.get('pesq'))} | {_num(q.get('snr_db_overall'), 1)} | {_num(q.get('stoi'))} | "
             + " | ".join(cells) + " |"
@@ -110,6 +110,14 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n" + note + "".join("\n" + t for t in tables)
 
 
+def _protected_cell(setting: dict[str, Any], model: str) -> str:
+    run = setting["models"][model]
+    cell = _pct(run["protected"]["test_accuracy"])
+    if no_evidence(run["clean"]["test_accuracy"], setting.get("num_classes")):
+        cell += " (no evidence: clean training stayed near chance)"
+    return cell
+
+
 def plot_curves(setting: dict[str, Any], path: str | Path) -> Path:
     """Clean-test accuracy per epoch, clean vs protected training, one panel per model."""
     import matplotlib
@@ -122,7 +130,8 @@ def plot_curves(setting: dict[str, Any], path: str | Path) -> Path:
     for ax, model in zip(axes[0], models, strict=True):
         for run, style in (("clean", "-"), ("protected", "--")):
             curve = [p for p in setting["models"][model][run]["curve"] if "test_accuracy" in p]
-            ax.plot([p["epoch"] for p in curve], [p["test_accuracy"] for p in curve], style, label=f"trained on {run}")
+            ax.plot([p["epoch"] for p in curve], [p["test_accuracy"] for p in curve], style, label=f"trained on {run}",
+                    marker="o" if len(curve) == 1 else None)  # one epoch: a line of one point would not show
         ax.set_title(model)
         ax.set_xlabel("epoch")
         ax.set_ylabel("clean-test accuracy")
@@ -208,7 +217,8 @@ def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy
     ]
     for model, run in entry["models"].items():
         clean, prot = run["clean"]["test_accuracy"], run["protected"]["test_accuracy"]
-        held = "yes" if prot <= goal_accuracy else "**no**"
+        held = ("no evidence: clean training stayed near chance" if no_evidence(clean, entry.get("num_classes"))
+                else "yes" if prot <= goal_accuracy else "**no**")
         lines.append(f"| {model} | {_pct(clean)} | {_pct(prot)} | {held} (goal: at most {_pct(goal_accuracy)}) |")
     lines += [
         "",
