@@ -82,6 +82,7 @@ def test_the_sweep_is_recorded_for_dozens_of_settings():
     for name in settings:
         assert len(keys_of(runs, setting=name, model="raw_cnn", attack=NO_ATTACK)) >= 2, name
     assert (SWEEP / "frontier_official_8000.png").read_bytes()[:4] == b"\x89PNG"
+    assert "](examples/results/efficacy_sweep/frontier_official_8000.png)" in (ROOT / "README.md").read_text()
 
 
 def test_readme_tables_are_the_recorded_numbers():

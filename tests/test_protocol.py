@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from datasets import DatasetDict
@@ -93,7 +94,19 @@ def test_a_setting_name_stands_for_one_parameter_set(grid):
         run_grid(**{**args, "settings": {"tv": PosCUDAConfig(cut_db=20.0)}, "attacks": ["none"], "keys": [0]})
 
 
-def test_a_run_interrupted_while_writing_its_line_is_run_again(tmp_path):
+def test_a_run_interrupted_while_writing_its_line_is_run_again(grid):
+    args, _, _ = grid
+    runs = run_grid(**args)
+    path = Path(args["output"]) / "runs.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # the last write was cut short
+    ident = lambda rs: sorted((r["setting"], r["key"], r["model"], r["attack"]) for r in rs)  # noqa: E731
+    again = run_grid(**args)
+    assert ident(again) == ident(runs) and again[:-1] == runs[:-1]  # that run is done again, nothing else
+    assert path.read_text().count("\n") == len(runs) and path.read_text().endswith("\n")
+
+
+def test_an_unfinished_last_record_is_ignored_when_reading(tmp_path):
     from hf_poscuda.evaluation.protocol import _read_jsonl
 
     path = tmp_path / "runs.jsonl"

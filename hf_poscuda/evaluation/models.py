@@ -142,7 +142,7 @@ def check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
 
 
 def build_hf_model(
-    name: str, num_classes: int, sampling_rate: int, *, checkpoint: str | None = None, preset: str = "tiny",
+    name: str, num_classes: int, sampling_rate: int, *, checkpoint: str | None = None, preset: str = "small",
     max_seconds: float = 1.0,
 ) -> tuple[nn.Module, Any]:
     """Build ``"wav2vec2"`` or ``"ast"``: a model and its feature extractor for ``sampling_rate``.
@@ -152,7 +152,7 @@ def build_hf_model(
         num_classes (`int`): output classes (a checkpoint's head is replaced).
         sampling_rate (`int`): the dataset's rate; from-scratch feature extractors are built for it.
         checkpoint (`str`, *optional*): local folder or Hub id to fine-tune; ``None`` trains ``preset`` from scratch.
-        preset (`str`, defaults to `"tiny"`): from-scratch size, see :data:`HF_PRESETS`.
+        preset (`str`, defaults to `"small"`): from-scratch size, see :data:`HF_PRESETS` (``"tiny"`` is for tests).
         max_seconds (`float`, defaults to `1.0`): clip length the AST input is sized for.
     """
     import transformers as tf

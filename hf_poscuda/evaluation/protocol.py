@@ -82,6 +82,16 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def _drop_unfinished_line(path: Path) -> None:
+    """Cut a record that an interrupted run left without its newline, so the next append starts a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        logger.warning("Dropping the unfinished last line of %s; that run is done again.", path)
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def _append(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -128,6 +138,8 @@ def run_grid(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     runs_path, quality_path = out / "runs.jsonl", out / "quality.jsonl"
+    for path in (runs_path, quality_path):
+        _drop_unfinished_line(path)
     recorded = _read_jsonl(runs_path)
     for r in recorded:  # a name stands for one parameter set: never mix runs of two under one name
         if r["setting"] in settings and r["config"] != settings[r["setting"]].to_dict():
