@@ -1,11 +1,13 @@
 """hf-poscuda: make Hugging Face audio datasets unlearnable with PosCUDA (Gokul & Dubnov, arXiv 2401.02135)."""
 
-from .config import PRESETS, PosCUDAConfig
-from .hf import PosCUDA
-from .key import KeyFileError, PosCUDAKey
-from .transform import PosCUDATransform, apply_poscuda, apply_segments
+__version__ = "0.2.0"  # first: card and hub read it while this package is still importing
 
-__version__ = "0.2.0"
+from .config import PRESETS, PosCUDAConfig  # noqa: E402
+from .hf import PosCUDA  # noqa: E402
+from .hub import push_protected  # noqa: E402
+from .key import KeyFileError, PosCUDAKey  # noqa: E402
+from .protect import ProtectionSummary, protect_dataset, protect_splits  # noqa: E402
+from .transform import PosCUDATransform, apply_poscuda, apply_segments  # noqa: E402
 
 __all__ = [
     "PRESETS",
@@ -14,7 +16,11 @@ __all__ = [
     "PosCUDAConfig",
     "PosCUDAKey",
     "PosCUDATransform",
+    "ProtectionSummary",
     "apply_poscuda",
     "apply_segments",
+    "protect_dataset",
+    "protect_splits",
+    "push_protected",
     "__version__",
 ]

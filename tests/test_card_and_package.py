@@ -167,3 +167,19 @@ def test_a_model_that_learns_nothing_even_from_clean_data_is_no_evidence(num_cla
     assert "Every model above stayed at or below the goal." in card  # the CNN held; ast-tiny does not count
     assert ("Rows marked *no evidence*" in card) == weak
     assert ("no evidence: clean training stayed near chance" in report_markdown(report)) == weak
+
+
+def test_what_the_readme_imports_is_exported():
+    """Every ``from hf_poscuda... import ...`` line of the README works, and top-level names are in __all__."""
+    import importlib
+    import re
+
+    import hf_poscuda
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = re.findall(r"^from (hf_poscuda[\w.]*) import (.+)$", readme, flags=re.M)
+    assert found
+    for module, names in found:
+        for name in (n.strip() for n in names.split("#")[0].split(",")):
+            assert hasattr(importlib.import_module(module), name), (module, name)
+            assert module != "hf_poscuda" or name in hf_poscuda.__all__, name
