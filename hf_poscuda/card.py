@@ -17,10 +17,11 @@ import jinja2
 from huggingface_hub import DatasetCardData
 
 from . import __version__
-from .key import PosCUDAKey
-from .formatting import attack_cell, no_evidence
+from .config import PosCUDAConfig
+from .formatting import attack_cell, key_range, no_evidence
 from .formatting import number as _num
 from .formatting import percent as _pct
+from .key import PosCUDAKey
 from .protect import ProtectionSummary
 
 logger = logging.getLogger(__name__)
@@ -193,14 +194,19 @@ def render_card(
     return text
 
 
+def _as_config(config: Mapping[str, Any]) -> PosCUDAConfig | None:
+    """The record's parameters as a config, or ``None`` when they are not a valid one (an older or foreign
+    record): the card then lists every recorded knob and a generic method sentence."""
+    try:
+        return PosCUDAConfig(**config)
+    except (TypeError, ValueError):
+        return None
+
+
 def _card_knobs(config: Mapping[str, Any]) -> dict[str, Any]:
     """The knobs in use (``poscuda.json`` keeps all of them); every knob if the record is not a valid config."""
-    from .config import PosCUDAConfig
-
-    try:
-        return PosCUDAConfig(**config).active_knobs()
-    except (TypeError, ValueError):
-        return dict(config)
+    parsed = _as_config(config)
+    return parsed.active_knobs() if parsed is not None else dict(config)
 
 
 def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -239,8 +245,7 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
         cells = [runs.get(("official", m, attack)) for m in attack_models]
         if not any(cells):
             continue
-        counts = sorted({r["keys"] for r in cells if r})
-        attacks.append({"name": attack, "key_count": f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else counts[0],
+        attacks.append({"name": attack, "key_count": key_range(r["keys"] for r in cells if r),
                         "cells": [cell(r) if r else "n/a" for r in cells]})
     table_keys = {r["keys"] for (split, _, a), r in runs.items()
                   if a == "none" or (a == "blind_eq" and split == "official")}  # the runs the model table shows
@@ -252,12 +257,8 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _method(config: Mapping[str, Any]) -> str:
-    from .config import PosCUDAConfig
-
-    try:
-        return PosCUDAConfig(**config).describe()
-    except (TypeError, ValueError):
-        return "Every clip was filtered by secret filters of its class."
+    parsed = _as_config(config)
+    return parsed.describe() if parsed is not None else "Every clip was filtered by secret filters of its class."
 
 
 def _split_row(name: str, s: ProtectionSummary) -> dict[str, Any]:

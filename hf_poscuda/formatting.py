@@ -6,7 +6,7 @@ It lives in the core so that rendering a card never imports the evaluation packa
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -26,6 +26,12 @@ def percent(value: float | None) -> str:
 def number(value: float | None, digits: int = 2) -> str:
     """``value`` with ``digits`` decimals, ``"–"`` for a missing or non-finite value."""
     return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def key_range(counts: Iterable[int]) -> str:
+    """How many keys the cells of one table row average: ``"5"``, or ``"2–5"`` where they differ."""
+    counts = sorted(set(counts))
+    return "–" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
 
 
 NO_EVIDENCE_FACTOR = 2.0

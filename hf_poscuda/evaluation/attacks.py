@@ -138,16 +138,14 @@ def _equalise(audio: np.ndarray, sampling_rate: int, window_seconds: float | Non
     active = (energy >= energy.amax(dim=-1, keepdim=True) * 10 ** (-active_db / 10)) & (energy > 0)
     logmag = torch.log(mag + 1e-9) * active[:, None, :]
     weight = active[:, None, :].to(torch.float64)
-    if window_seconds is None:
-        mean = logmag.sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1)
-    else:  # local geometric mean over the active frames within +-window/2
+    mean = logmag.sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1)  # over the whole clip
+    if window_seconds is not None:  # local geometric mean over the active frames within +-window/2
         half = max(1, int(round(window_seconds * sampling_rate / hop / 2)))
         box = torch.ones(1, 1, 2 * half + 1, dtype=torch.float64)
         N, Fq, T = logmag.shape
         local = torch.nn.functional.conv1d(logmag.reshape(N * Fq, 1, T), box, padding=half).reshape(N, Fq, T)
         count = torch.nn.functional.conv1d(weight[:, 0:1, :], box, padding=half)  # [N, 1, T]
-        whole = logmag.sum(-1, keepdim=True) / weight.sum(-1, keepdim=True).clamp(min=1)
-        mean = torch.where(count > 0, local / count.clamp(min=1), whole)
+        mean = torch.where(count > 0, local / count.clamp(min=1), mean)
     equalised = spec / torch.exp(mean)
     y = torch.istft(equalised, n_fft, hop, window=window, length=x.shape[-1])
     rms_in = x.pow(2).mean(-1, keepdim=True).sqrt()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import PosCUDAConfig
+from ..formatting import key_range
 from ..key import PosCUDAKey
 from .attacks import get_attack
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
@@ -256,12 +257,6 @@ def _cell(row: dict[str, Any] | None, peak: bool = False) -> str:
     return text
 
 
-def _key_range(counts: Iterable[int]) -> str:
-    """How many keys the cells of one table row average: ``"5"``, or ``"2–5"`` where they differ."""
-    counts = sorted(set(counts))
-    return "–" if not counts else str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-
-
 def summary_markdown(
     rows: Sequence[dict[str, Any]],
     models: Sequence[str],
@@ -289,7 +284,7 @@ def summary_markdown(
             continue
         pesq = found[0]["pesq"]
         counts = sorted({c["keys"] for c in found})
-        keys = _key_range(counts)
+        keys = key_range(counts)
         pesq_text = "–" if not math.isfinite(pesq) else f"{pesq:.2f}"
         lines.append(f"| {name} | {pesq_text} | {keys} | " + " | ".join(_cell(c, peak) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -373,7 +368,7 @@ def attacks_summary_markdown(
             name, kind = f"`{attack}`", parts.kind
             value = (costs or {}).get(attack)
             cost = f"{value:.2f}" if value is not None and math.isfinite(value) else "–"
-        lines.append(f"| {name} | {kind} | {cost} | {_key_range(counts)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {kind} | {cost} | {key_range(counts)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
