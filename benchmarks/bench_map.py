@@ -7,7 +7,7 @@ Rows: (a) datasets' decode-identity map (arrays back through Audio); (b) PosCUDA
 (c) PosCUDA on an Audio(decode=False) column (the CLI's path); (d) soundfile read + float WAV write identity
 on a decode=False column (pure I/O, no protection); (e) as (c) with the `paper` preset (one 50 ms patch: almost
 no compute), to show what the protection itself costs; (f) as (c) with the `v0.1` preset (the 0.1 default, a
-17-tap whole-clip filter). Goals: b/a >= 1.0, c/a >= 3, d/c <= 1.2. All rows use the package default unless
+17-tap whole-clip filter); (g) as (c) writing 24-bit FLAC instead of 32-bit float WAV (``--format flac``). Goals: b/a >= 1.0, c/a >= 3, d/c <= 1.2. All rows use the package default unless
 stated.
 """
 
@@ -76,6 +76,7 @@ def run_case(n: int, seconds: float, sr: int, batch_size: int, repeats: int, dev
         d = timed(raw, bytes_identity, batch_size, repeats)
         e = timed(raw, PosCUDA(key, PosCUDAConfig.from_preset("paper"), device=device), batch_size, repeats)
         f = timed(raw, PosCUDA(key, PosCUDAConfig.from_preset("v0.1"), device=device), batch_size, repeats)
+        g = timed(raw, PosCUDA(key, PosCUDAConfig(), device=device, output_format="flac"), batch_size, repeats)
     case = f"{n} x {seconds:g} s @ {sr // 1000} kHz"
     return [
         f"| {case} | (a) decode-identity map | {a:,.0f} | 1.00 |",
@@ -84,6 +85,7 @@ def run_case(n: int, seconds: float, sr: int, batch_size: int, repeats: int, dev
         f"| {case} | (d) bytes read/write identity | {d:,.0f} | d/c = {d / c:.2f} |",
         f"| {case} | (e) PosCUDA `paper` preset, decode=False column | {e:,.0f} | d/e = {d / e:.2f} |",
         f"| {case} | (f) PosCUDA `v0.1` preset, decode=False column | {f:,.0f} | f/a = {f / a:.2f} |",
+        f"| {case} | (g) as (c), 24-bit FLAC output | {g:,.0f} | g/c = {g / c:.2f} |",
     ]
 
 

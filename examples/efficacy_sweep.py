@@ -212,7 +212,9 @@ def write_card_summary(out: Path, path: Path = Path("cards/fsdd_measured.json"))
     """cards/fsdd_measured.json: what a card without an evaluation report quotes for a measured preset."""
     from hf_poscuda.evaluation.protocol import _read_jsonl, preset_summary
 
-    summary = preset_summary(_read_jsonl(out / "runs.jsonl"), _read_jsonl(out / "quality.jsonl"))
+    # the fine-tuning threat's runs (examples/finetune_threat.py) go on the card too; PESQ comes from this sweep
+    finetune = _read_jsonl(Path("examples/results/finetune/runs.jsonl"))
+    summary = preset_summary(_read_jsonl(out / "runs.jsonl") + finetune, _read_jsonl(out / "quality.jsonl"))
     path.write_text(json.dumps(summary, indent=1) + "\n")
 
 

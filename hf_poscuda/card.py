@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCardData
 
 from . import __version__
 from .config import PosCUDAConfig
-from .formatting import attack_cell, key_range, no_evidence
+from .formatting import attack_cell, finetune_words, key_range, no_evidence
 from .formatting import number as _num
 from .formatting import percent as _pct
 from .key import PosCUDAKey
@@ -33,6 +33,11 @@ GOAL_ACCURACY = 0.2
 
 
 MEASURED_NAME = "fsdd_measured.json"
+ENCODINGS = {
+    "wav": "32-bit float WAV (lossless: the stored audio is exactly what the transform computed)",
+    "flac": "24-bit FLAC (the transform's output rounded to 24 bits: each sample within half a step, 6e-8 of "
+            "full scale, of what it computed)",
+}
 
 
 def template_text(name: str = TEMPLATE_NAME) -> str:
@@ -49,10 +54,11 @@ def template_text(name: str = TEMPLATE_NAME) -> str:
 def size_category(rows: int) -> str:
     """The Hub's ``size_categories`` bucket for a number of rows."""
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
-                         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")):
+                         (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
+                         (10**10, "1B<n<10B"), (10**11, "10B<n<100B"), (10**12, "100B<n<1T")):
         if rows < limit:
             return label
-    return "n>1T" if rows > 10**12 else "1B<n<10B"
+    return "n>1T"
 
 
 def card_metadata(
@@ -126,6 +132,7 @@ def render_card(
     tags: Sequence[str] = (),
     existing_metadata: Mapping[str, Any] | None = None,
     key: PosCUDAKey | None = None,
+    figure: str | None = None,
 ) -> str:
     """Render the README.md of a protected dataset. Contains only the public key id, never the secret.
 
@@ -147,6 +154,8 @@ def render_card(
         existing_metadata (`Mapping`, *optional*): YAML already on the Hub card (kept: ``dataset_info``,
             ``configs``...).
         key (`PosCUDAKey`, *optional*): when given, the rendered text is checked to hold no trace of the secret.
+        figure (`str`, *optional*): path, relative to the card, of the evaluation chart
+            (:func:`hf_poscuda.figures.evaluation_chart`) uploaded with it; shown under the evaluation table.
 
     Raises:
         ValueError: no splits, splits from different keys or parameters, or a report that does not match.
@@ -156,6 +165,8 @@ def render_card(
     key_ids = {s.key_id for s in splits.values()}
     if len(key_ids) != 1:
         raise ValueError(f"All splits must be protected with one key; got key ids {sorted(key_ids)}.")
+    if len({s.output_format for s in splits.values()}) != 1:
+        raise ValueError("All splits of a repo must be stored in one output format (wav or flac).")
     configs = {tuple(sorted(s.config.items())) for s in splits.values()}
     if len(configs) != 1:
         raise ValueError("All splits of a repo must be protected with the same parameters.")
@@ -182,10 +193,11 @@ def render_card(
         version=__version__,
         key_id=key_id,
         splits=[_split_row(n, s) for n, s in splits.items()],
-        encoding="32-bit float WAV (lossless: the stored audio is exactly what the transform computed)",
+        encoding=ENCODINGS.get(first.output_format, first.output_format),
         config=_card_knobs(first.config),
         method=_method(first.config),
         evaluation=evaluation,
+        figure=figure if evaluation else None,
         fsdd=None if evaluation else fsdd_context(first.config),
         goal=f"{100 * GOAL_ACCURACY:.0f} %",
     )
@@ -228,17 +240,30 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
     def cell(r: Mapping[str, Any] | None) -> str:
         return "–" if r is None else f"{100 * r['mean']:.1f} % ({100 * r['worst']:.0f} %)"
 
-    models, held = [], True
+    def within_goal(r: Mapping[str, Any] | None) -> bool:
+        # the goal the presets were measured against: mean over keys within it, worst key 5 points above
+        return r is not None and r["mean"] <= GOAL_ACCURACY and r["worst"] <= GOAL_ACCURACY + 0.05
+
+    models, pretrained, held, pretrained_held = [], [], True, True
     for model in dict.fromkeys(m for (_, m, a) in runs if a == "none"):
-        for split in ("official", "speaker"):
-            r = runs.get((split, model, "none"))
-            # the goal the presets were measured against: mean over keys within it, worst key 5 points above
-            held = held and r is not None and r["mean"] <= GOAL_ACCURACY and r["worst"] <= GOAL_ACCURACY + 0.05
         c = clean.get(("official", model))
-        models.append({"name": model, "clean": _pct(c["mean"]) if c else "–",
-                       "official": cell(runs.get(("official", model, "none"))),
-                       "speaker": cell(runs.get(("speaker", model, "none"))),
-                       "blind_eq": cell(runs.get(("official", model, "blind_eq")))})
+        row = {"name": model, "clean": _pct(c["mean"]) if c else "–",
+               "official": cell(runs.get(("official", model, "none"))),
+               "speaker": cell(runs.get(("speaker", model, "none"))),
+               "blind_eq": cell(runs.get(("official", model, "blind_eq")))}
+        if ":" in model:  # "name[@mode]:checkpoint": fine-tuned from a pretrained checkpoint
+            arch, _, checkpoint = model.partition(":")
+            mode = arch.partition("@")[2] or "full"
+            c_speaker = clean.get(("speaker", model))
+            row |= {"checkpoint": checkpoint, "finetune": finetune_words(mode),
+                    "clean_speaker": _pct(c_speaker["mean"]) if c_speaker else "–"}
+            pretrained.append(row)
+            pretrained_held = pretrained_held and all(
+                within_goal(runs.get((split, model, "none"))) for split in ("official", "speaker")
+                if (split, model, "none") in runs)
+            continue
+        held = held and all(within_goal(runs.get((split, model, "none"))) for split in ("official", "speaker"))
+        models.append(row)
     attack_models = [m for m in ("logmel_cnn", "raw_cnn") if ("official", m, "none") in runs]
     attacks = []
     for attack in dict.fromkeys(a for (split, _, a) in runs if split == "official" and a != "none"):
@@ -247,12 +272,14 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
             continue
         attacks.append({"name": attack, "key_count": key_range(r["keys"] for r in cells if r),
                         "cells": [cell(r) if r else "n/a" for r in cells]})
-    table_keys = {r["keys"] for (split, _, a), r in runs.items()
-                  if a == "none" or (a == "blind_eq" and split == "official")}  # the runs the model table shows
+    table_keys = {r["keys"] for (split, m, a), r in runs.items()  # the runs the model table shows
+                  if ":" not in m and (a == "none" or (a == "blind_eq" and split == "official"))}
     key_count = str(max(table_keys)) if len(table_keys) == 1 else f"{min(table_keys)} to {max(table_keys)}"
     baseline = ", ".join(f"{cell(runs.get(('official', m, 'none')))} ({m})" for m in attack_models)
+    pretrained_keys = {r["keys"] for (_, m, a), r in runs.items() if a == "none" and ":" in m}
     return {"preset": name, "pesq": _num(preset.get("pesq"), 2), "key_count": key_count,
-            "models": models, "all_held": held, "attacks": attacks, "attack_models": attack_models,
+            "models": models, "all_held": held, "pretrained": pretrained, "pretrained_held": pretrained_held,
+            "pretrained_key_count": key_range(pretrained_keys) if pretrained_keys else "", "attacks": attacks, "attack_models": attack_models,
             "baseline": baseline}
 
 
@@ -285,8 +312,12 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         peak = run["protected"].get("peak_test_accuracy")
         held = prot <= GOAL_ACCURACY and (peak is None or not math.isfinite(peak) or peak <= GOAL_ACCURACY)
         weak = no_evidence(clean, entry.get("num_classes"))  # near chance even on clean data: proves nothing
+        start = run.get("start") or {}
+        pretrained = start.get("from") == "pretrained"
         models.append({"name": label, "clean": _pct(clean), "protected": _pct(prot), "peak": _pct(peak),
-                       "held": held and not weak, "no_evidence": weak})
+                       "held": held and not weak, "no_evidence": weak, "pretrained": pretrained,
+                       "start": (f"pretrained start: fine-tunes `{start.get('checkpoint')}`, "
+                                 f"{finetune_words(start.get('finetune'))}") if pretrained else "from scratch"})
     attacks = []
     for name, result in (entry.get("attacks") or {}).items():
         cells = [attack_cell(result, label, run["protected"]["test_accuracy"]) for label, run in entry["models"].items()]
@@ -306,6 +337,8 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         "all_held": any(not m["no_evidence"] for m in models) and all(m["held"] or m["no_evidence"] for m in models),
         "any_failed": any(not m["held"] and not m["no_evidence"] for m in models),
         "any_no_evidence": any(m["no_evidence"] for m in models),
+        "any_pretrained": any(m["pretrained"] for m in models),
+        "pretrained_failed": any(m["pretrained"] and not m["held"] and not m["no_evidence"] for m in models),
         "attacks": attacks,
         "model_names": [m["name"] for m in models],
     }

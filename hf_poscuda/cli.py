@@ -29,7 +29,10 @@ LabelColOpt = Annotated[str, typer.Option("--label-column", help="Name of the la
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Rows per map batch.")]
 NumProcOpt = Annotated[int | None, typer.Option("--num-proc", min=1, help="Worker processes for map.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA if present).")]
-FormatOpt = Annotated[str, typer.Option("--format", help="Output encoding: wav (float32, lossless) or flac (24-bit).")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="Output encoding: wav (32-bit float, exact, fastest) or flac (24-bit, ~0.56x "
+                      "the size; samples rounded to 24 bits). Both play in Chromium and Firefox (README).")
+]
 
 
 def cli_errors(func: F) -> F:
@@ -181,6 +184,13 @@ def push(
     num_proc: NumProcOpt = None,
     device: DeviceOpt = None,
     quality_clips: QualityClipsOpt = 50,
+    output_format: FormatOpt = "wav",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Do everything but upload: print the plan, write the card locally.")
+    ] = False,
+    dry_run_dir: Annotated[
+        Path, typer.Option("--dry-run-dir", help="Where --dry-run writes README.md and poscuda.json.")
+    ] = Path("poscuda-dry-run"),
 ) -> None:
     """Protect a dataset and push it to the Hub with an auto-generated dataset card. The key stays here."""
     from .data import source_info
@@ -193,14 +203,30 @@ def push(
     config = _config(preset, knobs)
     secret, protected, summaries = _protect_source(
         source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
-        "wav", quality_clips,
+        output_format, quality_clips,
     )
     result = push_protected(
         protected, summaries, repo_id, secret, license=license or info.license, source=info.name,
         source_is_hub=info.is_hub, pretty_name=pretty_name, attribution=attribution or info.attribution,
         evaluation_report=report, config_name=hub_config_name, private=private, token=token, revision=revision,
-        commit_message=commit_message,
+        commit_message=commit_message, dry_run=dry_run,
     )
+    if result.plan is not None:
+        from .hub import PROTECTION_FILE
+
+        check_key_outside(key, dry_run_dir, "written")
+        dry_run_dir.mkdir(parents=True, exist_ok=True)
+        (dry_run_dir / "README.md").write_text(result.card, encoding="utf-8")
+        (dry_run_dir / PROTECTION_FILE).write_text(result.plan.record, encoding="utf-8")
+        if result.plan.chart is not None:
+            from .figures import FIGURE_FILE
+
+            (dry_run_dir / FIGURE_FILE).write_bytes(result.plan.chart)
+        action = "update" if result.plan.repo_exists else "create"
+        typer.echo(f"Dry run: nothing was uploaded. A push would {action} {result.repo_id} "
+                   f"(revision {result.revision}) with splits {', '.join(summaries)}:\n{result.plan.format()}\n"
+                   f"Card and record written to {dry_run_dir}/ (key id {secret.key_id}).")
+        return
     typer.echo(f"Pushed {', '.join(result.pushed)} to {result.url} (key id {secret.key_id}).")
 
 
@@ -226,6 +252,7 @@ def card(
     knobs: KnobsOpt = None,
     device: DeviceOpt = None,
     quality_clips: QualityClipsOpt = 50,
+    output_format: FormatOpt = "wav",
 ) -> None:
     """Protect in memory (nothing is saved or uploaded) and write the dataset card that `push` would publish."""
     from .card import render_card
@@ -237,14 +264,90 @@ def card(
         raise ValueError("The source's license is unknown; pass --license with its license id (e.g. cc-by-4.0).")
     config = _config(preset, knobs)
     secret, _, summaries = _protect_source(
-        source, key, split, config_name, config, audio_column, label_column, 100, None, device, "wav", quality_clips
+        source, key, split, config_name, config, audio_column, label_column, 100, None, device, output_format,
+        quality_clips,
     )
+    from .card import evaluation_for
+    from .figures import FIGURE_FILE, evaluation_chart
+
+    chart = evaluation_chart(evaluation_for(report, config.to_dict())) if report is not None else None
     text = render_card(
         summaries, license=license or info.license, repo_id=repo_id, source=info.name, source_is_hub=info.is_hub,
         pretty_name=pretty_name, attribution=attribution or info.attribution, evaluation_report=report, key=secret,
+        figure=FIGURE_FILE if chart is not None else None,
     )
     output.write_text(text, encoding="utf-8")
-    typer.echo(f"Wrote the dataset card to {output}")
+    if chart is not None:
+        (output.parent / FIGURE_FILE).write_bytes(chart)
+    typer.echo(f"Wrote the dataset card to {output}" + (f" and its chart to {output.parent / FIGURE_FILE}"
+                                                         if chart is not None else ""))
+
+
+@app.command(
+    epilog="Examples:\n\n  hf-poscuda verify me/speech-protected --key my.key\n\n"
+    "  hf-poscuda verify ./found_copy --key my.key --original ./my_dataset --split train"
+)
+def verify(
+    source: Annotated[str, typer.Argument(help="The copy: Hub repo id, save_to_disk folder, audiofolder or Parquet.")],
+    key: KeyOpt,
+    original: Annotated[
+        str | None, typer.Option("--original", help="The original data: compare re-protected rows byte for byte.")
+    ] = None,
+    split: SplitOpt = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Parameters to check for (default: the copy's record, else default).")
+    ] = None,
+    knobs: KnobsOpt = None,
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+    max_clips: Annotated[int, typer.Option("--max-clips", min=1, help="Clips scored by the blind check.")] = 500,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Check whether a copy is protected with your key. Exit code 0: protected, 1: not protected, 2: bad input."""
+    from .key import PosCUDAKey
+    from .verify import verify as verify_copy
+
+    try:
+        secret = PosCUDAKey.load(key)
+        config = _config(preset, knobs) if preset is not None or knobs else None
+        results = verify_copy(source, secret, original=original, splits=split, config=config,
+                              audio_column=audio_column, label_column=label_column, max_clips=max_clips)
+    except (ValueError, FileNotFoundError, PermissionError) as err:
+        typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for result in results:
+            typer.echo(result.format())
+    raise typer.Exit(code=0 if all(r.protected for r in results) else 1)
+
+
+@app.command(epilog="Example: hf-poscuda preview ./my_dataset --key my.key --split train -o preview.html")
+@cli_errors
+def preview(
+    source: Annotated[str, typer.Argument(help="save_to_disk folder, audiofolder folder or Hub dataset id.")],
+    key: KeyOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the HTML page.")] = Path(
+        "poscuda-preview.html"
+    ),
+    split: Annotated[str | None, typer.Option("--split", help="Split to sample (default: the first).")] = None,
+    num_examples: Annotated[int, typer.Option("--num-examples", "-n", min=1, help="Example pairs.")] = 6,
+    preset: PresetOpt = "default",
+    knobs: KnobsOpt = None,
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+    output_format: FormatOpt = "wav",
+) -> None:
+    """Write a local HTML page to listen to original and protected clips side by side. Keep it private."""
+    from .key import PosCUDAKey
+    from .preview import write_preview
+
+    written = write_preview(
+        source, PosCUDAKey.load(key), str(output), split=split, config=_config(preset, knobs),
+        num_examples=num_examples, audio_column=audio_column, label_column=label_column, output_format=output_format,
+    )
+    typer.echo(f"Wrote {written}. Open it in a browser; keep it private (it shows the class filters).")
 
 
 def _read_report(path: Path | None) -> dict[str, Any] | None:
@@ -299,6 +402,7 @@ def demo(
     epilog="Examples:\n\n  hf-poscuda evaluate ../shared/data/fsdd/recordings --output results/fsdd\n\n"
     "  hf-poscuda evaluate ./my_dataset --key my.key --preset default --preset cuda --models logmel_cnn,ast-small\n\n"
     "  hf-poscuda evaluate ./my_dataset --models wav2vec2:./local-wav2vec2-checkpoint --hf-epochs 5\n\n"
+    "  hf-poscuda evaluate ./my_dataset --models ast@probe:./ast-checkpoint,ast@partial:./ast-checkpoint\n\n"
     "  hf-poscuda evaluate ./my_dataset --key my.key --attack mp3 --attack time_shift --attack noise-20db"
 )
 @cli_errors
@@ -317,8 +421,10 @@ def evaluate(
     ] = None,
     knobs: KnobsOpt = None,
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small|:ckpt], "
-                                           "ast[...]; wav2vec2 and ast alone mean the small size")
+        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small], ast[...] "
+                                           "(from scratch; alone they mean the small size), or NAME[@MODE]:CKPT to "
+                                           "fine-tune a checkpoint (folder or Hub id), MODE full (default), partial "
+                                           "or probe (a linear probe on frozen features)")
     ] = "logmel_cnn,raw_cnn",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="CNN epochs.")] = 30,
     hf_epochs: Annotated[int, typer.Option("--hf-epochs", min=1, help="wav2vec2 / AST epochs.")] = 20,

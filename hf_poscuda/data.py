@@ -130,7 +130,9 @@ def load_audio_dataset(source: str, split: str | None = None, config: str | None
                     f"Could not load {source!r}: a split in it is empty (datasets cannot load empty saved splits). "
                     "There is nothing to protect in an empty split; check the source."
                 ) from None
-        elif is_fsdd_folder(path):
+        elif is_fsdd_folder(path) or path.resolve() == fsdd_mini_path().resolve():
+            # the embedded subset has an audiofolder metadata.csv, but audiofolder would take its train/ and
+            # test/ folder names for labels: read it as FSDD (digit labels from the file names)
             loaded = load_fsdd(path)
         else:
             loaded = load_dataset("audiofolder", data_dir=str(path))

@@ -65,3 +65,15 @@ def attack_cell(result: Mapping[str, Any], model: str, protected_accuracy: float
     if baseline is not None:
         cell += f" [clean: {percent(baseline['test_accuracy'])}]"
     return cell
+
+
+FINETUNE_WORDS = {
+    "full": "every layer trained",
+    "partial": "lower half frozen, upper layers and head trained",
+    "probe": "a linear probe: frozen features, the head alone trained",
+}
+
+
+def finetune_words(mode: str | None) -> str:
+    """What a fine-tuning mode of the evaluation (``full`` / ``partial`` / ``probe``) trains, in words."""
+    return FINETUNE_WORDS.get(mode or "full", str(mode))

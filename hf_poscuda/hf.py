@@ -31,6 +31,8 @@ from .transform import PosCUDATransform
 logger = logging.getLogger(__name__)
 
 OutputFormat = Literal["wav", "flac"]
+#: Default bound on one padded sub-batch: 2**24 samples (64 MB as float32), see ``PosCUDA(max_batch_samples=...)``.
+MAX_BATCH_SAMPLES = 2**24
 _FORMATS: dict[str, tuple[str, str, str]] = {"wav": ("WAV", "FLOAT", ".wav"), "flac": ("FLAC", "PCM_24", ".flac")}
 _IMPORT_PID = os.getpid()
 _worker_threads_set = False
@@ -75,6 +77,11 @@ class PosCUDA:
             Defaults to ``len(label_names)`` when names are given, else unbounded.
         device (`str` or `torch.device`, *optional*): where to compute; ``None`` = CUDA when available.
         output_format (`str`, defaults to `"wav"`): ``"wav"`` (32-bit float, lossless) or ``"flac"`` (24-bit).
+        max_batch_samples (`int`, *optional*, defaults to :data:`MAX_BATCH_SAMPLES`): memory bound. Clips are
+            padded to a common length to be filtered together; a batch is split, by length, into sub-batches of at
+            most this many padded samples (a clip longer than that goes alone), so memory follows the audio in a
+            batch, not batch size x its longest clip. Output bytes do not depend on it. ``None``: one padded tensor
+            per sampling rate.
 
     Example:
 
@@ -101,6 +108,7 @@ class PosCUDA:
         num_classes: int | None = None,
         device: str | torch.device | None = None,
         output_format: OutputFormat = "wav",
+        max_batch_samples: int | None = MAX_BATCH_SAMPLES,
     ) -> None:
         if not isinstance(key, PosCUDAKey):
             raise TypeError(f"key must be a PosCUDAKey (PosCUDAKey.generate() or .load(path)), got {type(key).__name__}.")
@@ -117,6 +125,8 @@ class PosCUDA:
             num_classes = len(names)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+        if max_batch_samples is not None and (not isinstance(max_batch_samples, int) or max_batch_samples < 1):
+            raise ValueError(f"max_batch_samples must be a positive int, got {max_batch_samples!r}.")
         self.key = key
         self.config = config if config is not None else PosCUDAConfig()
         self.audio_column = audio_column
@@ -125,6 +135,7 @@ class PosCUDA:
         self.num_classes = num_classes
         self.device = str(device) if device is not None else None
         self.output_format = output_format
+        self.max_batch_samples = max_batch_samples
         self._transform: PosCUDATransform | None = None
         self._scratch: np.ndarray | None = None
 
@@ -243,8 +254,12 @@ class PosCUDA:
             raise ValueError(f"Label {index} ({where}) is outside the known classes {bound}. Fix the label.")
         return index
 
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        """Protect one batch (``datasets`` batched format); returns the new audio column."""
+    def __call__(self, batch: Any) -> Any:
+        """Protect one batch: a ``datasets`` batch (dict of lists; returns the new audio column), or a
+        ``pyarrow.Table`` / ``RecordBatch`` as Ray Data and other engines hand it over (returns the table with its
+        audio column replaced, see :meth:`protect_arrow`)."""
+        if type(batch).__module__.startswith("pyarrow"):
+            return self.protect_arrow(batch)
         _prepare_worker()
         if not all(isinstance(v, list) for v in batch.values()):
             raise ValueError(
@@ -268,6 +283,40 @@ class PosCUDA:
             ]
         }
 
+    def protect_arrow(self, table: Any) -> Any:
+        """Protect an Arrow batch (``pyarrow.Table`` or ``RecordBatch`` in the ``datasets`` storage layout: the
+        audio column a ``struct<bytes, path>``) and return a ``pyarrow.Table`` with the same schema, rows and
+        other columns, and exactly the audio bytes that ``ds.map(self, batched=True)`` gives for those rows.
+
+        Example:
+
+        ```py
+        >>> import numpy as np
+        >>> from datasets import Audio, Dataset
+        >>> from hf_poscuda import PosCUDA, PosCUDAKey
+        >>> ds = Dataset.from_dict({"audio": [{"array": np.sin(np.arange(8000) / 5.0) * 0.5, "sampling_rate": 8000}],
+        ...                         "label": [3]}).cast_column("audio", Audio())
+        >>> fn = PosCUDA(PosCUDAKey(bytes(range(32))))
+        >>> table = fn.protect_arrow(ds.data.table)
+        >>> table.column("audio")[0]["bytes"].as_py() == ds.map(fn, batched=True).data.table.column("audio")[0]["bytes"].as_py()
+        True
+
+        ```
+        """
+        import pyarrow as pa
+
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        missing = [c for c in (self.audio_column, self.label_column) if c not in table.column_names]
+        if missing:
+            raise ValueError(f"Column {missing[0]!r} not found; available columns are {table.column_names}. Pass "
+                             f"{'audio' if missing[0] == self.audio_column else 'label'}_column=... to PosCUDA.")
+        batch = {c: table.column(c).to_pylist() for c in (self.audio_column, self.label_column)}
+        audio = self(batch)[self.audio_column]
+        index = table.schema.get_field_index(self.audio_column)
+        field = table.schema.field(index)
+        return table.set_column(index, field, pa.array(audio, type=field.type))
+
     def _buffer(self, shape: tuple[int, int, int]) -> np.ndarray:
         """A reusable float32 batch buffer: a fresh multi-MB array per batch costs page faults on every call.
 
@@ -285,7 +334,12 @@ class PosCUDA:
         groups: dict[tuple[int, int], list[int]] = {}
         for i, clip in enumerate(clips):
             groups.setdefault((clip.sampling_rate, clip.channels), []).append(i)
-        for (sr, channels), rows in groups.items():
+        batches = [
+            (sr, channels, [rows[j] for j in part])
+            for (sr, channels), rows in groups.items()
+            for part in length_groups([clips[i].frames for i in rows], channels, self.max_batch_samples or 2**62)
+        ]
+        for sr, channels, rows in batches:
             lengths = [clips[i].frames for i in rows]
             padded = self._buffer((len(rows), channels, max(lengths)))
             for j, i in enumerate(rows):
@@ -305,6 +359,32 @@ class PosCUDA:
             for j, i in enumerate(rows):  # encode now: the next group reuses the buffer
                 result[i] = encode_audio(y_np[j, :, : lengths[j]], sr, self.output_format)
         return result
+
+
+def length_groups(lengths: Sequence[int], channels: int, max_samples: int) -> list[list[int]]:
+    """Split clip indices into groups, shortest clips first, whose padded size (clips x longest x channels) stays
+    within ``max_samples``; a clip longer than that forms a group of its own.
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.hf import length_groups
+    >>> length_groups([8000, 480000, 8000, 7000], channels=1, max_samples=100_000)
+    [[3, 0, 2], [1]]
+
+    ```
+    """
+    order = sorted(range(len(lengths)), key=lambda j: (lengths[j], j))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for j in order:
+        if current and (len(current) + 1) * max(lengths[j], 1) * channels > max_samples:
+            groups.append(current)
+            current = []
+        current.append(j)
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _check_finite(padded: np.ndarray, clips: list[_Clip], column: str) -> None:
@@ -327,6 +407,12 @@ def encode_audio(data: np.ndarray, sampling_rate: int, output_format: OutputForm
     """
     if output_format == "wav":
         return float_wav_bytes(data, sampling_rate)
+    if data.size and float(np.abs(data).max()) > 1.0:
+        raise ValueError(
+            f"A protected clip peaks at {float(np.abs(data).max()):.3f}, above full scale (its source does too: "
+            f"protection never raises a clip's peak above max(1, its original peak)); {output_format} would clip it. "
+            "Use output_format='wav' (32-bit float) for this dataset."
+        )
     fmt, subtype, _ = _FORMATS[output_format]
     buffer = io.BytesIO()
     sf.write(buffer, data.T, sampling_rate, format=fmt, subtype=subtype)

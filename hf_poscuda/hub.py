@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict
 
 from . import __version__
 from .card import evaluation_for, render_card
+from .figures import FIGURE_FILE, evaluation_chart
 from .key import PosCUDAKey
 from .protect import ProtectionSummary
 
@@ -233,15 +234,59 @@ def scan_dataset_for_secret(dataset: Dataset, key: PosCUDAKey, what: str) -> Non
 
 # ----------------------------------------------------------------------------------------------- push
 @dataclass
+class PlannedFile:
+    """A file a push writes: its path in the repo and its size in bytes (estimated for data shards)."""
+
+    path: str
+    size: int
+    estimated: bool = False
+
+
+@dataclass
+class PushPlan:
+    """What a push uploads (see ``push_protected(..., dry_run=True)``).
+
+    Args:
+        repo_exists (`bool`): whether the repo exists already (else the push creates it).
+        files (`list[PlannedFile]`): data shards (``Dataset.push_to_hub``'s layout; sizes estimated from the Arrow
+            data) and the two files of the card commit.
+        commit_messages (`list[str]`): one commit per split, then the card commit.
+        record (`str`): the ``poscuda.json`` text.
+        chart (`bytes`, *optional*): the evaluation chart (PNG), uploaded with the card when a report is given.
+    """
+
+    repo_exists: bool
+    files: list[PlannedFile]
+    commit_messages: list[str]
+    record: str
+    chart: bytes | None = None
+
+    def format(self) -> str:
+        lines = [f"  {f.path}  {'~' if f.estimated else ''}{_size(f.size)}" for f in self.files]
+        lines += [f"  commit: {m}" for m in self.commit_messages]
+        return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n} B"
+
+
+@dataclass
 class PushResult:
-    """What a push did.
+    """What a push did (or, with ``dry_run``, would do).
 
     Args:
         repo_id (`str`), revision (`str`): where.
         url (`str`): the dataset page.
-        pushed (`list[str]`): splits pushed by this call.
-        splits (`dict[str, ProtectionSummary]`): every protected split now in the repo (as on the card).
-        card (`str`): the card text that was pushed.
+        pushed (`list[str]`): splits pushed by this call (empty for a dry run).
+        splits (`dict[str, ProtectionSummary]`): every protected split in the repo after the push (as on the card).
+        card (`str`): the card text that was pushed (a dry run: the card as rendered before the data commits, so
+            without the ``dataset_info`` that ``push_to_hub`` adds to the YAML).
+        plan (`PushPlan`, *optional*): what a dry run would upload.
     """
 
     repo_id: str
@@ -250,6 +295,7 @@ class PushResult:
     pushed: list[str]
     splits: dict[str, ProtectionSummary]
     card: str
+    plan: PushPlan | None = None
 
 
 def push_protected(
@@ -271,6 +317,7 @@ def push_protected(
     revision: str | None = None,
     commit_message: str | None = None,
     retry: RetryPolicy | None = None,
+    dry_run: bool = False,
 ) -> PushResult:
     """Push protected splits (from :func:`~hf_poscuda.protect.protect_splits`) and their card to the Hub.
 
@@ -294,6 +341,8 @@ def push_protected(
         revision (`str`, *optional*): branch to push to (created if needed); default ``main``.
         commit_message (`str`, *optional*): message of the data commits.
         retry (`RetryPolicy`, *optional*): retries of transient failures.
+        dry_run (`bool`, defaults to `False`): do every check (secret scan, record and license on the Hub, card
+            rendering) and return the :class:`PushPlan`, uploading nothing (the Hub is only read).
 
     Raises:
         ValueError: bad arguments, a repo protected with another key or other parameters, a report that does not
@@ -366,14 +415,25 @@ def push_protected(
             record.summaries(), license=license, repo_id=repo_id, config_name=config_name, source=source,
             source_is_hub=source_is_hub, pretty_name=pretty_name or existing.get("pretty_name"),
             attribution=attribution, evaluation_report=record.evaluation, tags=tags, existing_metadata=existing,
-            key=key,
+            key=key, figure=FIGURE_FILE if chart is not None else None,
         )
 
-    card_for({})
+    chart = evaluation_chart(record.evaluation["settings"][0]) if record.evaluation else None
+    if chart is not None:
+        key.assert_not_in(chart, FIGURE_FILE)
+    card = card_for({})
     key.assert_not_in(record.to_json().encode(), PROTECTION_FILE)
+    messages = {name: commit_message or f"Upload PosCUDA-protected split {name}" for name in protected}
+    if dry_run:
+        card = card_for(_fetch_card_metadata(repo_id, revision, token, policy)) if repo_exists else card
+        plan = PushPlan(repo_exists, _planned_files(protected, config_name, card, record.to_json(), chart),
+                        [*messages.values(), _CARD_COMMIT], record.to_json(), chart)
+        logger.info("Dry run: nothing uploaded to %s", repo_id)
+        return PushResult(repo_id, revision or "main", f"{api.endpoint}/datasets/{repo_id}", [], record.summaries(),
+                          card, plan)
 
     for name, split in protected.items():
-        message = commit_message or f"Upload PosCUDA-protected split {name}"
+        message = messages[name]
         logger.info("Pushing split %s (%d rows) to %s", name, len(split), repo_id)
         call_with_retries(
             lambda split=split, name=name, message=message: split.push_to_hub(
@@ -391,11 +451,13 @@ def push_protected(
         CommitOperationAdd("README.md", card.encode("utf-8")),
         CommitOperationAdd(PROTECTION_FILE, record_text.encode("utf-8")),
     ]
+    if chart is not None:
+        operations.append(CommitOperationAdd(FIGURE_FILE, chart))
     call_with_retries(
         lambda: api.create_commit(
             repo_id, operations=[CommitOperationAdd(o.path_in_repo, o.path_or_fileobj) for o in operations],
             # fresh operation objects on every try: huggingface_hub refuses to reuse committed ones
-            commit_message="Update the PosCUDA dataset card", repo_type="dataset", revision=revision,
+            commit_message=_CARD_COMMIT, repo_type="dataset", revision=revision,
         ),
         "Pushing the dataset card",
         repo_id,
@@ -404,6 +466,30 @@ def push_protected(
     url = f"{api.endpoint}/datasets/{repo_id}"
     logger.info("Pushed %s to %s", list(protected), url)
     return PushResult(repo_id, revision or "main", url, list(protected), record.summaries(), card)
+
+
+_CARD_COMMIT = "Update the PosCUDA dataset card"
+_MAX_SHARD_BYTES = 500 * 10**6  # Dataset.push_to_hub's default max_shard_size
+
+
+def _planned_files(
+    protected: DatasetDict, config_name: str, card: str, record: str, chart: bytes | None
+) -> list[PlannedFile]:
+    """The files a push writes: ``push_to_hub``'s Parquet shards per split (sizes estimated from the Arrow data;
+    the audio bytes dominate and Parquet does not shrink them), README.md and the record."""
+    import math
+
+    prefix = "data" if config_name == "default" else config_name
+    files = []
+    for name, split in protected.items():
+        size = int(split.data.nbytes)
+        shards = max(1, math.ceil(size / _MAX_SHARD_BYTES))
+        files += [PlannedFile(f"{prefix}/{name}-{i:05d}-of-{shards:05d}.parquet", size // shards, estimated=True)
+                  for i in range(shards)]
+    files += [PlannedFile("README.md", len(card.encode())), PlannedFile(PROTECTION_FILE, len(record.encode()))]
+    if chart is not None:
+        files.append(PlannedFile(FIGURE_FILE, len(chart)))
+    return files
 
 
 def check_key_outside(key_path: str | os.PathLike[str], folder: str | os.PathLike[str], action: str) -> None:

@@ -14,7 +14,7 @@ from datasets import Audio, Dataset, DatasetDict
 from .config import PosCUDAConfig
 from .hf import OutputFormat, PosCUDA
 from .key import PosCUDAKey
-from .quality import measure_quality, paired_clips
+from .quality import energies, energy_ratio_db, measure_quality, paired_clips
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class ProtectionSummary:
         config (`dict`): the protection knobs.
         quality (`dict`, *optional*): audio-quality means from :func:`~hf_poscuda.quality.measure_quality` on up to
             ``quality_clips`` clips (PESQ/STOI only when the ``eval`` extra is installed).
+        output_format (`str`, defaults to `"wav"`): how the protected clips are stored (``"wav"``: 32-bit float,
+            ``"flac"``: 24-bit).
     """
 
     clips: int
@@ -47,6 +49,7 @@ class ProtectionSummary:
     label_names: list[str] | None
     config: dict[str, Any]
     quality: dict[str, Any] | None = None
+    output_format: str = "wav"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,6 +124,7 @@ def protect_dataset(
         label_names=list(fn.label_names) if fn.label_names is not None else None,
         config=fn.config.to_dict(),
         quality=quality,
+        output_format=output_format,
     )
     logger.info("Protected %s", summary.format())
     return protected, summary
@@ -131,10 +135,9 @@ def _dataset_snr(raw: Dataset, protected: Dataset, column: str, max_clips: int) 
     signal = noise = 0.0
     clips = 0
     for x, y, _ in paired_clips(raw, protected, max_clips, column):
-        signal += float((x.astype(np.float64) ** 2).sum())
-        noise += float(((y.astype(np.float64) - x) ** 2).sum())
-        clips += 1
-    return (10 * math.log10(signal / noise) if noise > 0 else math.inf), clips
+        s, n = energies(x, y)
+        signal, noise, clips = signal + s, noise + n, clips + 1
+    return energy_ratio_db(signal, noise), clips
 
 
 def protect_splits(

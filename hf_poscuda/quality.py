@@ -44,14 +44,34 @@ def paired_clips(
         yield x, y, sr
 
 
-def snr_db(original: np.ndarray, protected: np.ndarray) -> float:
-    """Signal-to-noise ratio (dB) of ``protected`` against ``original``; ``inf`` when they are equal."""
-    x, y = _pair(original, protected)
-    noise = float(((y - x) ** 2).sum())
-    signal = float((x**2).sum())
+def energies(original: np.ndarray, protected: np.ndarray) -> tuple[float, float]:
+    """``(signal, change)``: the energy of ``original`` and of ``protected - original`` (float64 sums)."""
+    x = np.asarray(original, dtype=np.float64)
+    return float((x**2).sum()), float(((np.asarray(protected, dtype=np.float64) - x) ** 2).sum())
+
+
+def energy_ratio_db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)`` for summed energies (the SNR over one or many clips); ``inf`` when ``noise``
+    is 0. The one place every SNR of the package (summaries, quality, countermeasure costs) is computed.
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.quality import energy_ratio_db
+    >>> energy_ratio_db(100.0, 1.0), energy_ratio_db(1.0, 0.0)
+    (20.0, inf)
+
+    ```
+    """
     if noise == 0.0:
         return math.inf
     return 10.0 * math.log10(max(signal, 1e-20) / noise)
+
+
+def snr_db(original: np.ndarray, protected: np.ndarray) -> float:
+    """Signal-to-noise ratio (dB) of ``protected`` against ``original``; ``inf`` when they are equal."""
+    x, y = _pair(original, protected)
+    return energy_ratio_db(*energies(x, y))
 
 
 def segmental_snr_db(
@@ -157,16 +177,15 @@ def measure_quality(
         scores["snr_db"].append(snr_db(x, y))
         scores["segmental_snr_db"].append(segmental_snr_db(x, y, sr))
         scores["lsd_db"].append(log_spectral_distance(x, y))
-        signal += float((x.astype(np.float64) ** 2).sum())
-        noise += float(((y.astype(np.float64) - x) ** 2).sum())
-        clips += 1
+        s, n = energies(x, y)
+        signal, noise, clips = signal + s, noise + n, clips + 1
     out: dict[str, Any] = {"clips": clips}
     for name, values in scores.items():
         v = np.asarray(values, dtype=np.float64)
         v = v[np.isfinite(v)]
         out[name] = float(v.mean()) if len(v) else math.nan
         out[f"{name}_clips"] = int(len(v))
-    out["snr_db_overall"] = 10 * math.log10(signal / noise) if noise > 0 else math.inf
+    out["snr_db_overall"] = energy_ratio_db(signal, noise)
     return out
 
 

@@ -57,8 +57,8 @@ def test_card_metadata_keeps_what_push_to_hub_wrote(key):
     assert data["dataset_info"] == existing["dataset_info"] and data["configs"] == existing["configs"]
     assert data["tags"][0] == "speech" and "unlearnable" in data["tags"] and data["license"] == "cc-by-4.0"
     assert data["size_categories"] == ["1K<n<10K"]
-    assert [size_category(n) for n in (0, 999, 1000, 10**5, 2 * 10**9)] == [
-        "n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "1B<n<10B"
+    assert [size_category(n) for n in (0, 999, 1000, 10**5, 2 * 10**9, 5 * 10**10, 5 * 10**11, 2 * 10**12)] == [
+        "n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"
     ]
     with pytest.raises(ValueError, match="license"):
         card_metadata({"train": summary}, license="", pretty_name="X")
@@ -169,6 +169,34 @@ def test_a_model_that_learns_nothing_even_from_clean_data_is_no_evidence(num_cla
     assert ("no evidence: clean training stayed near chance" in report_markdown(report)) == weak
 
 
+@pytest.mark.parametrize("protected, held", [(0.8, False), (0.12, True)])
+def test_a_pretrained_start_is_marked_on_the_card_and_the_report(protected, held):
+    """The fine-tuning threat: a model fine-tuned from a checkpoint is labelled as such, and when it learns the
+    task from the protected copy the card says so in bold."""
+    from hf_poscuda.evaluation.report import report_markdown
+
+    run = lambda acc: {"test_accuracy": acc, "curve": []}  # noqa: E731
+    start = {"from": "pretrained", "checkpoint": "ckpt/ast-small-espeak", "finetune": "probe"}
+    entry = {"name": "default", "config": PosCUDAConfig().to_dict(), "key_id": "0123456789abcdef",
+             "train_clips": 12, "test_clips": 5, "quality": {"pesq": 4.0}, "num_classes": 10,
+             "models": {"logmel_cnn": {"start": {"from": "scratch", "preset": None}, "clean": run(0.95),
+                                       "protected": run(0.15)},
+                        "ast@probe:ckpt/ast-small-espeak": {"start": start, "clean": run(0.9),
+                                                            "protected": run(protected)}}}
+    report = {"schema_version": 1, "dataset": "tiny", "recipe": {"seed": 0, "epochs": 1, "hf_epochs": 1,
+                                                                 "clip_seconds": 1.0}, "settings": [entry]}
+    card = render_card({"train": _summary("0123456789abcdef")}, license="mit", evaluation_report=report)
+    row = next(line for line in card.splitlines() if line.startswith("| ast@probe:ckpt/ast-small-espeak"))
+    assert "pretrained start: fine-tunes `ckpt/ast-small-espeak`, a linear probe" in row
+    assert row.endswith("| yes |") == held
+    assert ("**From a pretrained start the protection did not hold.**" in card) == (not held)
+    assert ("Every model above stayed at or below the goal." in card) == held
+    cnn_row = next(line for line in card.splitlines() if line.startswith("| logmel_cnn |"))
+    assert "pretrained" not in cnn_row
+    text = report_markdown(report)
+    assert "**Pretrained start**" in text and "`ast@probe:ckpt/ast-small-espeak` fine-tunes" in text
+
+
 def test_what_the_readme_imports_is_exported():
     """Every ``from hf_poscuda... import ...`` line of the README works, and top-level names are in __all__."""
     import importlib
@@ -183,3 +211,14 @@ def test_what_the_readme_imports_is_exported():
         for name in (n.strip() for n in names.split("#")[0].split(",")):
             assert hasattr(importlib.import_module(module), name), (module, name)
             assert module != "hf_poscuda" or name in hf_poscuda.__all__, name
+
+
+def test_card_states_how_the_audio_is_stored():
+    import dataclasses
+
+    wav = _summary("0123456789abcdef")
+    flac = dataclasses.replace(wav, output_format="flac")
+    assert "32-bit float WAV (lossless" in render_card({"train": wav}, license="mit")
+    assert "24-bit FLAC" in render_card({"train": flac}, license="mit")
+    with pytest.raises(ValueError, match="one output format"):
+        render_card({"train": wav, "test": flac}, license="mit")

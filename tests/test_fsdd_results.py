@@ -15,6 +15,7 @@ from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, public_eval_key, su
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "examples" / "results" / "efficacy"
 SWEEP = ROOT / "examples" / "results" / "efficacy_sweep"
+FINETUNE = ROOT / "examples" / "results" / "finetune"
 FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
 KEYS = {0, 1, 2, 3, 4}
 CNNS = ("logmel_cnn", "raw_cnn")
@@ -139,8 +140,9 @@ def test_card_quotes_are_the_recorded_numbers():
     from hf_poscuda.card import MEASURED_NAME, template_text
     from hf_poscuda.evaluation.protocol import preset_summary
 
+    runs = read(RESULTS, "runs.jsonl") + read(FINETUNE, "runs.jsonl")
     assert json.loads(template_text(MEASURED_NAME)) == json.loads(
-        json.dumps(preset_summary(read(RESULTS, "runs.jsonl"), read(RESULTS, "quality.jsonl")))
+        json.dumps(preset_summary(runs, read(RESULTS, "quality.jsonl")))
     )
 
 
@@ -161,3 +163,31 @@ def test_a_card_without_report_quotes_fsdd_and_says_when_protection_failed():
     assert ("did not hold for every model" in card) == (failed or not context["all_held"])
     assert failed <= ("did not hold for every model" in card)  # a failure is always said
     assert fsdd_context(PosCUDAConfig.from_preset("paper").to_dict()) is None  # not measured: nothing quoted
+    # the fine-tuning threat: every fine-tuned model is quoted in its own table, with its mean over keys
+    from hf_poscuda.evaluation.protocol import display_label
+
+    tuned = [r for r in read(FINETUNE, "runs.jsonl") if r["setting"] == "default" and r["split"] == "official"]
+    for model in {display_label(r["model"]) for r in tuned}:
+        accs = [r["test_accuracy"] for r in tuned if display_label(r["model"]) == model]
+        row = next(line for line in card.splitlines() if line.startswith(f"| {model} |"))
+        assert f"{100 * sum(accs) / len(accs):.1f} % ({100 * max(accs):.0f} %)" in row
+    if any(r["test_accuracy"] > 0.25 for r in tuned):
+        assert "**From a pretrained start the protection did not hold**" in card
+
+
+def test_readme_finetune_tables_are_the_recorded_runs(monkeypatch):
+    """The fine-tuning threat tables are generated from examples/results/finetune (runs and pretraining records)."""
+    import importlib.util
+
+    monkeypatch.chdir(ROOT)
+    spec = importlib.util.spec_from_file_location("finetune_threat", ROOT / "examples" / "finetune_threat.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (ROOT / "README.md").read_text()
+    for name, table in module.tables().items():
+        if name == "keys":
+            continue
+        assert f"<!-- finetune:{name} -->\n{table}<!-- /finetune:{name} -->" in readme, name
+    runs = read(FINETUNE, "runs.jsonl")
+    assert {r["key"] for r in runs if r["setting"] != CLEAN} >= {0, 1, 2}
+    assert any(r["model"].startswith("ast@probe:") for r in runs)

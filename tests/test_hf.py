@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import io
 import math
 import pickle
 
 import numpy as np
 import pytest
+import soundfile as sf
 from datasets import Audio, Dataset, Features, Value
 
 from hf_poscuda import PosCUDA, PosCUDAConfig, PosCUDAKey
@@ -248,3 +250,56 @@ def test_array_dicts_are_accepted(key):
     with pytest.raises(ValueError, match="sampling_rate"):
         read_clip({"array": np.ones(10), "sampling_rate": None}, 0)
     assert math.isfinite(float(data.sum()))
+
+
+def test_flac_refuses_a_clip_above_full_scale_instead_of_clipping_it():
+    import io
+
+    import soundfile as sf
+
+    from hf_poscuda.hf import encode_audio
+
+    with pytest.raises(ValueError, match="above full scale.*output_format='wav'"):
+        encode_audio(np.array([[0.5, 1.2, -0.3]], dtype=np.float32), 8000, "flac")
+    data, _ = sf.read(io.BytesIO(encode_audio(np.array([[0.5, 1.2]], dtype=np.float32), 8000, "wav")))
+    assert data[1] == pytest.approx(1.2)  # float WAV keeps it
+
+
+def _audio_bytes(ds):
+    return [a["bytes"] for a in ds.cast_column("audio", Audio(decode=False))["audio"]]
+
+
+def test_memory_bound_splits_batches_by_length_without_changing_a_byte(key):
+    from hf_poscuda.hf import length_groups
+
+    ds = make_dataset(12, min_len=0.05, max_len=2.0)  # 400 to 16,000 samples
+    unbounded = _audio_bytes(ds.map(PosCUDA(key, max_batch_samples=None), batched=True, batch_size=12))
+    bounded = _audio_bytes(ds.map(PosCUDA(key, max_batch_samples=9000), batched=True, batch_size=12))
+    one_by_one = _audio_bytes(ds.map(PosCUDA(key), batched=True, batch_size=1))
+    assert bounded == unbounded == one_by_one
+    lengths = [len(sf.read(io.BytesIO(b))[0]) for b in _audio_bytes(ds)]
+    groups = length_groups(lengths, 1, 9000)
+    assert sorted(i for g in groups for i in g) == list(range(12))  # every clip once
+    assert all(len(g) * max(lengths[i] for i in g) <= 9000 or len(g) == 1 for g in groups)
+    assert any(len(g) > 1 for g in groups) and any(max(lengths[i] for i in g) > 9000 for g in groups)
+    with pytest.raises(ValueError, match="max_batch_samples"):
+        PosCUDA(key, max_batch_samples=0)
+
+
+def test_arrow_batches_give_the_bytes_map_gives(key):
+    import pyarrow as pa
+
+    ds = make_dataset(9, min_len=0.2, max_len=1.2)
+    fn = PosCUDA.for_dataset(ds, key)
+    want = ds.map(fn, batched=True, batch_size=4)
+    table = ds.data.table
+    got = pa.concat_tables([fn(batch) for batch in table.to_batches(max_chunksize=4)])  # RecordBatches, as Ray
+    assert got.schema == table.schema  # datasets' features metadata kept
+    assert got.column("id").to_pylist() == ds["id"] and got.column("label").to_pylist() == ds["label"]
+    assert [a["bytes"] for a in got.column("audio").to_pylist()] == _audio_bytes(want)
+    with pytest.raises(ValueError, match="Column 'label' not found"):
+        fn(table.drop_columns(["label"]))
+    index = table.schema.get_field_index("label")
+    strings = table.set_column(index, "label", pa.array([f"c{label}" for label in ds["label"]]))
+    named = PosCUDA(key, label_names=[f"c{i}" for i in range(4)])
+    assert [a["bytes"] for a in named(strings).column("audio").to_pylist()] == _audio_bytes(want)

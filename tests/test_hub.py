@@ -251,6 +251,16 @@ def test_eval_report_goes_on_the_card_and_must_match_the_parameters(hub, key_fil
     assert "| raw_cnn | 80.0 % | 15.0 % | 18.0 % | yes |" in card
     assert "did not hold for every model" in card
     assert "| `mp3`: MP3 re-encoding at 32 kbit/s | preprocess | 3.90 | 50.0 % (+15.0) | 20.0 % (+5.0) |" in card
+    # the public chart: accuracies only, uploaded next to the card and shown in it
+    from PIL import Image
+
+    from hf_poscuda.figures import FIGURE_FILE, evaluation_chart
+
+    chart = hub.files("alice/p")[FIGURE_FILE]
+    assert f"]({FIGURE_FILE})" in card and Image.open(io.BytesIO(chart)).format == "PNG"
+    entry = _report(PosCUDAConfig().to_dict(), key.key_id, attacks=True)["settings"][0]
+    assert chart == evaluation_chart(entry)  # deterministic: a re-push uploads identical bytes
+    assert not key.appears_in(chart)
     # a later push without a report keeps the measured results on the card
     assert push_cli(str(source), "alice/p", "-k", str(key_file), "--split", "test").exit_code == 0
     assert "| raw_cnn | 80.0 % | 15.0 % | 18.0 % | yes |" in hub.files("alice/p")["README.md"].decode()
@@ -292,3 +302,45 @@ def test_a_secret_in_the_card_text_stops_the_push_before_any_upload(hub, key):
         push_protected(protected, summaries, "alice/p", key, license="mit", pretty_name=f"x {key._secret.hex()}",
                        retry=FAST)
     assert hub.repos == {}
+
+
+def test_dry_run_uploads_nothing_and_shows_the_plan(hub, key_file, source, tmp_path):
+    out = tmp_path / "plan"
+    result = push_cli(str(source), "alice/dry", "-k", str(key_file), "--license", "mit", "--dry-run",
+                      "--dry-run-dir", str(out), "--quality-clips", "2")
+    assert result.exit_code == 0, result.output
+    writes = [r for r in hub.requests if r[0] in ("POST", "PUT", "DELETE", "PATCH")]
+    assert writes == [] and hub.repos == {}  # the server's request log: reads only
+    assert "nothing was uploaded" in result.output and "would create alice/dry" in result.output
+    for path in ("data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet", "README.md",
+                 PROTECTION_FILE, "commit: Upload PosCUDA-protected split train", "commit: Update the PosCUDA"):
+        assert path in result.output
+    key = PosCUDAKey.load(key_file)
+    card = (out / "README.md").read_text()
+    assert key.key_id in card and front_matter(card)["license"] == "mit"
+    assert json.loads((out / PROTECTION_FILE).read_text())["key_id"] == key.key_id
+    assert not key.appears_in(result.output.encode()) and not key.appears_in(card.encode())
+    # the same push for real then publishes that card body (plus push_to_hub's dataset_info in the YAML)
+    real = push_cli(str(source), "alice/dry", "-k", str(key_file), "--license", "mit", "--quality-clips", "2")
+    assert real.exit_code == 0, real.output
+    published = hub.files("alice/dry")["README.md"].decode()
+    assert published.split("\n---\n", 1)[1] == card.split("\n---\n", 1)[1]
+
+
+def test_dry_run_still_refuses_what_push_refuses(hub, key):
+    ds = make_dataset(4).add_column("note", [key._secret.hex()] + ["ok"] * 3)
+    protected, summaries = protect_splits(ds, key)
+    with pytest.raises(SecretLeakError):
+        push_protected(protected, summaries, "alice/leak", key, license="mit", retry=FAST, dry_run=True)
+    clean, clean_summaries = protect_splits(make_dataset(4), key)
+    with pytest.raises(ValueError, match="needs a license"):
+        push_protected(clean, clean_summaries, "alice/nolicense", key, retry=FAST, dry_run=True)
+    assert hub.repos == {}
+
+
+def test_checkpoint_reachability_asks_through_huggingface_hub(hub):
+    """The probe uses HfApi (its endpoint, session, proxies and token), not a raw request of its own."""
+    from hf_poscuda.evaluation.models import check_hub_reachable
+
+    check_hub_reachable("nobody/missing-model")  # the Hub answers (404): reachable; transformers reports the 404
+    assert any(method == "GET" and "/api/models/nobody/missing-model" in path for method, path, _ in hub.requests)

@@ -461,7 +461,7 @@ def combine(parts: list[Attack]) -> Attack:
 def attack_quality(audio: np.ndarray, sampling_rate: int, attack: Attack, seed: int = 0) -> dict[str, float]:
     """What the waveform steps of a countermeasure cost the adversary: mean PESQ and overall SNR of the output
     against the input clips (``nan`` when it has no waveform step)."""
-    from ..quality import pesq_score
+    from ..quality import energies, energy_ratio_db, pesq_score
 
     waveform = [p for p in attack.parts if p.waveform is not None]
     if not waveform:
@@ -472,10 +472,8 @@ def attack_quality(audio: np.ndarray, sampling_rate: int, attack: Attack, seed: 
         attacked = part.apply(attacked, sampling_rate, rng)
     scores = [pesq_score(x, y, sampling_rate) for x, y in zip(audio, attacked, strict=True)]
     finite = [s for s in scores if math.isfinite(s)]
-    noise = float(((attacked.astype(np.float64) - audio) ** 2).sum())
-    signal = float((audio.astype(np.float64) ** 2).sum())
     return {
         "pesq": float(np.mean(finite)) if finite else math.nan,
-        "snr_db": 10 * math.log10(signal / noise) if noise > 0 else math.inf,
+        "snr_db": energy_ratio_db(*energies(audio, attacked)),
         "clips": len(audio),
     }

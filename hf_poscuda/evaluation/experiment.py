@@ -20,7 +20,7 @@ from ..key import PosCUDAKey
 from ..protect import protect_dataset
 from ..quality import measure_quality
 from .attacks import Attack, attack_quality, get_attack
-from .models import CNN_MODELS, HF_MODELS, MODELS, build_cnn, build_hf_model
+from .models import CNN_MODELS, FINETUNE_MODES, HF_MODELS, MODELS, build_cnn, build_hf_model
 from .training import TrainingRecipe, TrainResult, train_cnn, train_hf
 
 logger = logging.getLogger(__name__)
@@ -35,31 +35,64 @@ class ModelSpec:
         checkpoint (`str`, *optional*): for wav2vec2/AST, a local folder or Hub id to fine-tune.
         preset (`str`, defaults to `"small"`): for wav2vec2/AST without checkpoint, the from-scratch size (the
             size of the README's numbers; ``"tiny"`` is for tests and learns little).
+        finetune (`str`, defaults to `"full"`): with a checkpoint, what the adversary trains: ``"full"``,
+            ``"partial"`` (upper layers and head) or ``"probe"`` (the head on frozen features); see
+            :func:`~hf_poscuda.evaluation.models.freeze_for_finetuning`.
     """
 
     name: str
     checkpoint: str | None = None
     preset: str = "small"
+    finetune: str = "full"
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
             raise ValueError(f"Unknown model {self.name!r}; choose from {list(MODELS)}.")
         if self.name in CNN_MODELS and self.checkpoint is not None:
             raise ValueError(f"{self.name} is trained from scratch; it takes no checkpoint.")
+        if self.finetune not in FINETUNE_MODES:
+            raise ValueError(f"Unknown fine-tuning mode {self.finetune!r}; choose from {list(FINETUNE_MODES)}.")
+        if self.finetune != "full" and self.checkpoint is None:
+            raise ValueError(f"finetune={self.finetune!r} needs a pretrained checkpoint (e.g. "
+                             f"'{self.name}@{self.finetune}:path/to/checkpoint').")
 
     @property
     def label(self) -> str:
         if self.name in CNN_MODELS:
             return self.name
-        return f"{self.name}:{self.checkpoint}" if self.checkpoint else f"{self.name}-{self.preset}"
+        if self.checkpoint:
+            mode = "" if self.finetune == "full" else f"@{self.finetune}"
+            return f"{self.name}{mode}:{self.checkpoint}"
+        return f"{self.name}-{self.preset}"
+
+    @property
+    def start(self) -> dict[str, Any]:
+        """The report's ``start`` block: ``{"from": "scratch", "preset"}`` or ``{"from": "pretrained",
+        "checkpoint", "finetune"}`` (the fine-tuning threat)."""
+        if self.checkpoint is None:
+            return {"from": "scratch", "preset": None if self.name in CNN_MODELS else self.preset}
+        return {"from": "pretrained", "checkpoint": self.checkpoint, "finetune": self.finetune}
 
     @classmethod
     def parse(cls, text: str) -> ModelSpec:
-        """``"ast"`` (the ``small`` preset), ``"wav2vec2-tiny"`` (a preset) or ``"wav2vec2:path/or/hub-id"``
-        (a checkpoint)."""
+        """``"ast"`` (the ``small`` preset), ``"wav2vec2-tiny"`` (a preset), ``"wav2vec2:path/or/hub-id"``
+        (fine-tune a checkpoint) or ``"wav2vec2@probe:path/or/hub-id"`` (a fine-tuning mode, see ``finetune``).
+
+        Example:
+
+        ```py
+        >>> from hf_poscuda.evaluation import ModelSpec
+        >>> ModelSpec.parse("ast@probe:checkpoints/ast-small-espeak")
+        ModelSpec(name='ast', checkpoint='checkpoints/ast-small-espeak', preset='small', finetune='probe')
+        >>> ModelSpec.parse("wav2vec2-tiny").label
+        'wav2vec2-tiny'
+
+        ```
+        """
         if ":" in text:
             name, checkpoint = text.split(":", 1)
-            return cls(name, checkpoint=checkpoint)
+            name, _, mode = name.partition("@")
+            return cls(name, checkpoint=checkpoint, finetune=mode or "full")
         name, _, preset = text.partition("-")
         if name in HF_MODELS and preset:
             return cls(name, preset=preset)
@@ -117,7 +150,7 @@ def train_model(
         raise ValueError(f"Training-time countermeasures are implemented for the CNNs only, not {spec.label}.")
     model, extractor = build_hf_model(
         spec.name, num_classes, train.sampling_rate, checkpoint=spec.checkpoint, preset=spec.preset,
-        max_seconds=recipe.clip_seconds,
+        max_seconds=recipe.clip_seconds, finetune=spec.finetune,
     )
     return train_hf(
         model, extractor, (train.audio, train.labels), (test.audio, test.labels), train.sampling_rate, recipe, desc
@@ -179,7 +212,8 @@ def evaluate_protection(
         if spec.label not in clean_results:
             clean_results[spec.label] = train_model(spec, clean_train, test, recipe, f"{spec.label} clean")
         prot = train_model(spec, protected_train, test, recipe, f"{spec.label} {name}")
-        per_model[spec.label] = {"clean": clean_results[spec.label].to_dict(), "protected": prot.to_dict()}
+        per_model[spec.label] = {"start": spec.start, "clean": clean_results[spec.label].to_dict(),
+                                 "protected": prot.to_dict()}
         logger.info(
             "%s / %s: clean-train %.3f, protected-train %.3f clean-test accuracy", name, spec.label,
             clean_results[spec.label].test_accuracy, prot.test_accuracy,

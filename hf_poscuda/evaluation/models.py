@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 CNN_MODELS = ("logmel_cnn", "raw_cnn")
 HF_MODELS = ("wav2vec2", "ast")
 MODELS = CNN_MODELS + HF_MODELS
+#: How much of a pretrained checkpoint is trained: everything (``"full"``; wav2vec2's convolutional feature
+#: encoder stays frozen, as in the transformers audio-classification recipe), the upper half of the transformer
+#: and the head (``"partial"``), or the head alone on frozen features (``"probe"``, a linear probe).
+FINETUNE_MODES = ("full", "partial", "probe")
 
 
 class LogMelCNN(nn.Module):
@@ -121,19 +125,16 @@ def check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
 
     Skipped when ``HF_HUB_OFFLINE`` is set: then transformers uses the local cache only and fails at once.
     """
-    from huggingface_hub import constants
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import HfHubHTTPError
 
     if constants.HF_HUB_OFFLINE:
         return
-    import urllib.error
-    import urllib.request
-
-    url = f"{constants.ENDPOINT.rstrip('/')}/api/models/{repo_id}"
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
-    except urllib.error.HTTPError:
+        HfApi().model_info(repo_id, timeout=timeout)  # the library's session: its proxies, token and endpoint
+    except HfHubHTTPError:
         return  # the Hub answered (e.g. 401/404): transformers will report the precise problem at once
-    except (urllib.error.URLError, OSError) as err:
+    except Exception as err:  # connection refused, DNS, timeout: the HTTP client's own error types
         raise OSError(
             f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}) to fetch checkpoint {repo_id!r}: "
             f"{type(err).__name__}. Pass a local checkpoint folder instead (save one with "
@@ -141,9 +142,40 @@ def check_hub_reachable(repo_id: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def freeze_for_finetuning(model: nn.Module, mode: str) -> nn.Module:
+    """Freeze the parts of a wav2vec2 / AST classifier that ``mode`` (see :data:`FINETUNE_MODES`) keeps fixed.
+
+    ``"full"`` freezes wav2vec2's convolutional feature encoder only; ``"partial"`` also the input embedding
+    (wav2vec2's feature projection and positional convolution, AST's patch embedding) and the lower half of the
+    transformer layers; ``"probe"`` everything but the classification head (wav2vec2's projector and classifier,
+    AST's MLP head).
+    """
+    if mode not in FINETUNE_MODES:
+        raise ValueError(f"Unknown fine-tuning mode {mode!r}; choose one of {list(FINETUNE_MODES)}.")
+    backbone = getattr(model, "wav2vec2", None) or getattr(model, "audio_spectrogram_transformer", None)
+    if backbone is None:
+        raise ValueError(f"{type(model).__name__} is not a wav2vec2 or AST classifier.")
+    if hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
+    if mode == "full":
+        return model
+    if mode == "probe":
+        backbone.requires_grad_(False)
+        return model
+    layers = backbone.layers if hasattr(backbone, "layers") else backbone.encoder.layers
+    frozen: list[nn.Module] = list(layers[: len(layers) // 2])
+    if hasattr(backbone, "feature_projection"):
+        frozen += [backbone.feature_projection, backbone.encoder.pos_conv_embed]
+    else:
+        frozen.append(backbone.embeddings)
+    for module in frozen:
+        module.requires_grad_(False)
+    return model
+
+
 def build_hf_model(
     name: str, num_classes: int, sampling_rate: int, *, checkpoint: str | None = None, preset: str = "small",
-    max_seconds: float = 1.0,
+    max_seconds: float = 1.0, finetune: str = "full",
 ) -> tuple[nn.Module, Any]:
     """Build ``"wav2vec2"`` or ``"ast"``: a model and its feature extractor for ``sampling_rate``.
 
@@ -154,6 +186,7 @@ def build_hf_model(
         checkpoint (`str`, *optional*): local folder or Hub id to fine-tune; ``None`` trains ``preset`` from scratch.
         preset (`str`, defaults to `"small"`): from-scratch size, see :data:`HF_PRESETS` (``"tiny"`` is for tests).
         max_seconds (`float`, defaults to `1.0`): clip length the AST input is sized for.
+        finetune (`str`, defaults to `"full"`): with a checkpoint, what is trained (:func:`freeze_for_finetuning`).
     """
     import transformers as tf
 
@@ -168,9 +201,9 @@ def build_hf_model(
         fe_cls = tf.Wav2Vec2FeatureExtractor if name == "wav2vec2" else tf.ASTFeatureExtractor
         extractor = fe_cls.from_pretrained(checkpoint)
         model = model_cls.from_pretrained(checkpoint, ignore_mismatched_sizes=True, **labels)
-        if name == "wav2vec2":
-            model.freeze_feature_encoder()
-        return model, extractor
+        return freeze_for_finetuning(model, finetune), extractor
+    if finetune != "full":
+        raise ValueError(f"finetune={finetune!r} needs a pretrained checkpoint; a from-scratch model trains fully.")
     if preset not in HF_PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(HF_PRESETS)}.")
     size = HF_PRESETS[preset]

@@ -36,6 +36,7 @@ from ..config import PosCUDAConfig
 from ..formatting import key_range
 from ..key import PosCUDAKey
 from .attacks import get_attack
+from .models import CNN_MODELS
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
 from .training import TrainingRecipe
 
@@ -202,7 +203,7 @@ def run_grid(
                 "setting": setting, "key": key_index, "key_id": key_id, "split": spec.split,
                 "sampling_rate": spec.sampling_rate, "model": label, "attack": attack,
                 "config": settings[setting].to_dict() if setting != CLEAN else None,
-                "epochs": recipe.epochs, "seconds": round(time.perf_counter() - start, 1),
+                "epochs": recipe.epochs if by_label[label].name in CNN_MODELS else recipe.hf_epochs, "seconds": round(time.perf_counter() - start, 1),
             }
             if result is None:
                 record["skipped"] = True
@@ -213,6 +214,15 @@ def run_grid(
             done.add(_run_id(setting, key_index, spec, label, attack))
             logger.info("%s: %s", desc, record.get("test_accuracy", "skipped"))
     return _read_jsonl(runs_path)
+
+
+def display_label(label: str) -> str:
+    """A model label for tables: a checkpoint path of three or more parts (a local folder; a Hub id has two,
+    ``org/name``) is shortened to its last folder, ``"ast@probe:results/pretrained/ast-x"`` -> ``"ast@probe:ast-x"``.
+    """
+    name, sep, checkpoint = label.partition(":")
+    parts = Path(checkpoint).parts
+    return f"{name}:{parts[-1]}" if sep and len(parts) >= 3 else label
 
 
 def summarise(runs: Iterable[dict[str, Any]], quality: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
@@ -375,14 +385,16 @@ def attacks_summary_markdown(
 def preset_summary(runs: Iterable[dict[str, Any]], quality: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per preset (and ``"clean"``): its parameters, its PESQ on the official split at 8 kHz, and the mean /
     worst key of every recorded (split, rate, model, countermeasure). Written to ``cards/fsdd_measured.json``,
-    which a dataset card without an evaluation report quotes (:func:`hf_poscuda.card.fsdd_context`)."""
+    which a dataset card without an evaluation report quotes (:func:`hf_poscuda.card.fsdd_context`). Model
+    labels go through :func:`display_label`."""
     from ..config import PRESETS
 
     def current(record: dict[str, Any]) -> bool:  # a preset's runs count only if they measured its parameters
         name = record["setting"]
         return name == CLEAN or name not in PRESETS or record["config"] == PRESETS[name].to_dict()
 
-    rows = summarise([r for r in runs if current(r)], [q for q in quality if current(q)])
+    runs = [r | {"model": display_label(r["model"])} for r in runs if current(r)]
+    rows = summarise(runs, [q for q in quality if current(q)])
     out: dict[str, Any] = {"dataset": "Free Spoken Digit Dataset", "source": "hf-poscuda README", "presets": {}}
     for name in [CLEAN, *PRESETS]:
         mine = [r for r in rows if r["setting"] == name]

@@ -17,6 +17,8 @@ JSON schema (``schema_version`` 1)::
                       "<metric>_clips", "clips"},       # means over the clips each metric could score
           "models": {
             "<model label>": {
+              "start": {"from": "scratch", "preset": "small"}    # or, the fine-tuning threat:
+                    | {"from": "pretrained", "checkpoint": "<folder or Hub id>", "finetune": "full|partial|probe"},
               "clean":     {"test_accuracy", "train_accuracy", "steps", "curve": [{"epoch", "test_accuracy", ...}]},
               "protected": {same keys}
             }
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..formatting import attack_cell, no_evidence
+from ..formatting import attack_cell, finetune_words, no_evidence
 from ..formatting import number as _num
 from ..formatting import percent as _pct
 from .training import TrainingRecipe
@@ -106,6 +108,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"train split). Dataset: {report['dataset']}; seed {recipe['seed']}; {', '.join(epochs)}; clips cut/padded "
         f"to {recipe['clip_seconds']} s. PESQ, STOI and SNR compare protected and original train audio.\n"
     )
+    pretrained = {m: settings[0]["models"][m].get("start", {}) for m in models}
+    pretrained = {m: start for m, start in pretrained.items() if start.get("from") == "pretrained"}
+    if pretrained:
+        note += "\n**Pretrained start** (the fine-tuning threat): " + "; ".join(
+            f"`{m}` fine-tunes `{start['checkpoint']}` ({finetune_words(start['finetune'])})"
+            for m, start in pretrained.items()
+        ) + ". The other models are trained from scratch.\n"
     tables = [attacks_markdown(report, s["name"]) for s in settings if s.get("attacks")]
     return "\n".join(rows) + "\n" + note + "".join("\n" + t for t in tables)
 

@@ -256,7 +256,7 @@ def train_hf(
     desc: str = "training",
 ) -> TrainResult:
     """Fine-tune (or train from scratch) a transformers audio classifier with ``Trainer``."""
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
     train_ds = _FeatureDataset(extract_features(extractor, train[0], sampling_rate), train[1])
     test_ds = _FeatureDataset(extract_features(extractor, test[0], sampling_rate), test[1])
@@ -268,6 +268,10 @@ def train_hf(
     class _Describe(TrainerCallback):
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             logger.info("%s: %d steps", desc, state.max_steps)
+
+    class _Progress(ProgressCallback):  # progress bars, but metrics go to the logger, not to stdout
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            logger.info("%s: %s", desc, logs)
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -293,6 +297,9 @@ def train_hf(
             model=model, args=args, train_dataset=train_ds, eval_dataset=test_ds,
             processing_class=extractor, compute_metrics=compute_metrics, callbacks=[_Describe()],
         )
+        for default in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(default)
+        trainer.add_callback(_Progress())
         trainer.train()
         curve = [
             {"epoch": float(h["epoch"]), "test_accuracy": float(h["eval_accuracy"])}
