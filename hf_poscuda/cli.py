@@ -118,12 +118,13 @@ QualityClipsOpt = Annotated[int, typer.Option("--quality-clips", min=0, help="Cl
 
 @app.command(
     epilog="Examples:\n\n  hf-poscuda protect ./my_dataset ./my_dataset_protected --key my.key --split train\n\n"
-    "  hf-poscuda protect user/speech ./protected --key my.key --preset paper"
+    "  hf-poscuda protect user/speech ./protected --key my.key --preset paper\n\n"
+    "  hf-poscuda protect hf://datasets/user/speech ./protected-parquet --key my.key --engine ray --num-workers 8"
 )
 @cli_errors
 def protect(
     source: Annotated[str, typer.Argument(help="save_to_disk folder, audiofolder folder or Hub dataset id.")],
-    output: Annotated[Path, typer.Argument(help="Folder to save_to_disk the protected splits into.")],
+    output: Annotated[Path, typer.Argument(help="Folder for the protected splits (save_to_disk, or Parquet shards).")],
     key: KeyOpt,
     split: SplitOpt = None,
     config_name: ConfigNameOpt = None,
@@ -136,12 +137,44 @@ def protect(
     device: DeviceOpt = None,
     output_format: FormatOpt = "wav",
     quality_clips: QualityClipsOpt = 0,
+    engine: Annotated[
+        str, typer.Option("--engine", help="datasets (Dataset.map on this machine, save_to_disk output) or ray "
+                          "(Ray Data: Parquet files, save_to_disk folders or hf:// paths in, Parquet shards out).")
+    ] = "datasets",
+    num_workers: Annotated[int | None, typer.Option("--num-workers", min=1, help="Ray actors (--engine ray).")] = None,
+    num_gpus: Annotated[float, typer.Option("--num-gpus", min=0, help="GPUs per Ray actor (--engine ray).")] = 0,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (--engine ray).")] = None,
 ) -> None:
-    """Protect the chosen splits of a dataset and save them with save_to_disk (plus poscuda_summary.json)."""
+    """Protect the chosen splits of a dataset and save them (plus poscuda_summary.json): with save_to_disk, or as
+    Parquet shards with --engine ray."""
     from .hub import check_key_outside
 
     check_key_outside(key, output, "written")
     config = _config(preset, knobs)
+    if engine not in ("datasets", "ray"):
+        raise ValueError(f"--engine must be 'datasets' or 'ray', got {engine!r}.")
+    if engine == "ray":
+        from .key import PosCUDAKey
+        from .ray_engine import protect_with_ray
+
+        secret = PosCUDAKey.load(key)
+        record = {}
+        for name in split or [None]:
+            result = protect_with_ray(
+                source, str(output), secret, config, split=name, audio_column=audio_column,
+                label_column=label_column, batch_size=batch_size, concurrency=num_workers, num_gpus=num_gpus,
+                output_format=output_format, address=address,
+            )
+            record[name or "train"] = {"clips": result.rows, "seconds": result.seconds, "key_id": result.key_id,
+                                       "label_names": result.label_names, "config": result.config,
+                                       "output_format": output_format, "engine": "ray", "files": len(result.files)}
+            typer.echo(f"[{name or 'train'}] clips: {result.rows} | files: {len(result.files)} | time: "
+                       f"{result.seconds:.1f} s | key id: {result.key_id}")
+        (output / "poscuda_summary.json").write_text(json.dumps(record, indent=2))
+        typer.echo(f"Saved Parquet shards to {output}")
+        return
+    if num_workers is not None or num_gpus or address is not None:
+        raise ValueError("--num-workers, --num-gpus and --address are options of --engine ray.")
     _, protected, summaries = _protect_source(
         source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
         output_format, quality_clips,
@@ -303,7 +336,8 @@ def verify(
     max_clips: Annotated[int, typer.Option("--max-clips", min=1, help="Clips scored by the blind check.")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
-    """Check whether a copy is protected with your key. Exit code 0: protected, 1: not protected, 2: bad input."""
+    """Check whether a copy is protected with your key. Exit code 0: protected, 1: not protected, 2: could not
+    check (bad input, unreachable source)."""
     from .key import PosCUDAKey
     from .verify import verify as verify_copy
 
@@ -312,8 +346,9 @@ def verify(
         config = _config(preset, knobs) if preset is not None or knobs else None
         results = verify_copy(source, secret, original=original, splits=split, config=config,
                               audio_column=audio_column, label_column=label_column, max_clips=max_clips)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
-        typer.secho(f"Error: {err}", fg=typer.colors.RED, err=True)
+    except Exception as err:  # could not check (bad input, unreachable Hub...): exit 2, never "not protected"
+        message = str(err) if isinstance(err, (ValueError, OSError)) else f"{type(err).__name__}: {err}"
+        typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))

@@ -260,6 +260,10 @@ class PosCUDA:
         audio column replaced, see :meth:`protect_arrow`)."""
         if type(batch).__module__.startswith("pyarrow"):
             return self.protect_arrow(batch)
+        return self._protect_columns(batch)
+
+    def _protect_columns(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        # not through self(...): engines may wrap __call__ (Ray runs it on one thread, and a nested call waits)
         _prepare_worker()
         if not all(isinstance(v, list) for v in batch.values()):
             raise ValueError(
@@ -312,7 +316,7 @@ class PosCUDA:
             raise ValueError(f"Column {missing[0]!r} not found; available columns are {table.column_names}. Pass "
                              f"{'audio' if missing[0] == self.audio_column else 'label'}_column=... to PosCUDA.")
         batch = {c: table.column(c).to_pylist() for c in (self.audio_column, self.label_column)}
-        audio = self(batch)[self.audio_column]
+        audio = self._protect_columns(batch)[self.audio_column]
         index = table.schema.get_field_index(self.audio_column)
         field = table.schema.field(index)
         return table.set_column(index, field, pa.array(audio, type=field.type))

@@ -140,7 +140,7 @@ def test_the_core_does_not_import_the_evaluation_package():
     """Data flows one way: protecting, carding and pushing never load evaluation/ (models, training) or
     transformers; a fresh interpreter shows what an import really pulls in."""
     code = ("import sys, hf_poscuda, hf_poscuda.card, hf_poscuda.hub, hf_poscuda.protect, hf_poscuda.cli; "
-            "bad = sorted(m for m in sys.modules if m.startswith(('hf_poscuda.evaluation', 'transformers'))); "
+            "bad = sorted(m for m in sys.modules if m.startswith(('hf_poscuda.evaluation', 'transformers', 'ray'))); "
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

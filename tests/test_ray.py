@@ -1,0 +1,96 @@
+"""The Ray Data engine, on a real local Ray cluster (2 CPUs) started by the tests: same bytes as `ds.map`, rows in
+order, Parquet that loads as `Audio` again, and bad input stopped before anything is written."""
+
+from __future__ import annotations
+
+import pytest
+from datasets import Audio, ClassLabel, DatasetDict, load_dataset
+
+from hf_poscuda import PosCUDA, PosCUDAKey
+from tests.conftest import make_dataset
+
+ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'hf-poscuda[ray]'")
+from hf_poscuda.ray_engine import protect_with_ray  # noqa: E402
+
+KEY = PosCUDAKey(bytes(range(32)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _bytes(ds):
+    return [a["bytes"] for a in ds.cast_column("audio", Audio(decode=False))["audio"]]
+
+
+def test_ray_output_is_map_output_row_for_row_and_loads_as_audio(tmp_path):
+    ds = make_dataset(23)
+    ds.to_parquet(str(tmp_path / "src" / "train-00000-of-00001.parquet"))
+    result = protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, batch_size=5)
+    assert result.rows == 23 and result.label_names == ["c0", "c1", "c2", "c3"]
+    assert all(f.split("/")[-1].startswith("train-") for f in result.files)
+    got = load_dataset("parquet", data_dir=str(tmp_path / "out"))["train"]
+    assert isinstance(got.features["audio"], Audio) and isinstance(got.features["label"], ClassLabel)
+    want = ds.map(PosCUDA.for_dataset(ds, KEY), batched=True)
+    assert got["id"] == ds["id"] and got["label"] == ds["label"]  # every row, in order
+    assert _bytes(got) == _bytes(want)  # byte for byte what ds.map gives
+
+
+def test_ray_reads_a_save_to_disk_split(tmp_path):
+    data = DatasetDict({"train": make_dataset(6), "test": make_dataset(4, seed=1)})
+    data.save_to_disk(str(tmp_path / "saved"))
+    protect_with_ray(str(tmp_path / "saved"), str(tmp_path / "out"), KEY, split="test")
+    got = load_dataset("parquet", data_dir=str(tmp_path / "out"))
+    assert list(got) == ["test"]
+    assert _bytes(got["test"]) == _bytes(data["test"].map(PosCUDA.for_dataset(data["test"], KEY), batched=True))
+    with pytest.raises(ValueError, match="pass split="):
+        protect_with_ray(str(tmp_path / "saved"), str(tmp_path / "out2"), KEY)
+
+
+def test_bad_input_stops_before_anything_is_written(tmp_path):
+    ds = make_dataset(5)
+    ds.to_parquet(str(tmp_path / "src" / "train.parquet"))
+    with pytest.raises(ValueError, match="Column 'speaker' not found"):
+        protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, label_column="speaker")
+    bad = ds.cast_column("label", ClassLabel(names=["c0", "c1", "c2", "c3", "c4"])).map(
+        lambda r, i: {"label": 4 if i == 3 else r["label"]}, with_indices=True)
+    bad.to_parquet(str(tmp_path / "bad" / "train.parquet"))
+    with pytest.raises(ValueError, match="Label 4"):
+        protect_with_ray(str(tmp_path / "bad"), str(tmp_path / "out"), KEY, label_names=["c0", "c1", "c2", "c3"])
+    with pytest.raises(ValueError, match="leave none to read and write"):
+        protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, concurrency=2)
+    assert not list(tmp_path.glob("out/**/*.parquet"))  # nothing written
+
+
+def test_cli_protect_with_the_ray_engine(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hf_poscuda.cli import app
+
+    runner = CliRunner()
+    key_file = tmp_path / "keys" / "k.key"
+    key_file.parent.mkdir()
+    assert runner.invoke(app, ["keygen", str(key_file)]).exit_code == 0
+    data = DatasetDict({"train": make_dataset(7), "test": make_dataset(3, seed=1)})
+    data.save_to_disk(str(tmp_path / "saved"))
+    out = tmp_path / "out"
+    done = runner.invoke(app, ["protect", str(tmp_path / "saved"), str(out), "--key", str(key_file), "--engine", "ray",
+                               "--split", "train", "--split", "test", "--num-workers", "1"])
+    assert done.exit_code == 0, done.output
+    got = load_dataset("parquet", data_dir=str(out))
+    key = PosCUDAKey.load(key_file)
+    for name in ("train", "test"):
+        want = data[name].map(PosCUDA.for_dataset(data[name], key), batched=True)
+        assert _bytes(got[name]) == _bytes(want)
+    record = json.loads((out / "poscuda_summary.json").read_text())
+    assert record["train"]["key_id"] == key.key_id and record["test"]["clips"] == 3
+    assert not key.appears_in(done.output.encode()) and not key.appears_in((out / "poscuda_summary.json").read_bytes())
+    wrong = runner.invoke(app, ["protect", str(tmp_path / "saved"), str(tmp_path / "o2"), "--key", str(key_file),
+                                "--num-workers", "2"])
+    assert wrong.exit_code == 1 and "options of --engine ray" in wrong.output
+
