@@ -110,6 +110,7 @@ def _pct(row: dict | None, worst: bool = True) -> str:
 def tables() -> dict[str, str]:
     """The README's fine-tuning tables: threat runs next to the from-scratch runs of the efficacy sweep."""
     from hf_poscuda.evaluation.protocol import CLEAN, _read_jsonl, display_label
+    from hf_poscuda.formatting import key_range
 
     runs = [r | {"model": display_label(r["model"])} for r in _read_jsonl(OUT / "runs.jsonl")]
     scratch = [r for r in _read_jsonl(Path("examples/results/efficacy/runs.jsonl"))
@@ -117,8 +118,8 @@ def tables() -> dict[str, str]:
                and r["setting"] in (CLEAN, "default") and r["key"] in (-1, *KEYS)]
     index = {(r["setting"], r["split"], r["model"]): r for r in summarise(runs + scratch)}
     keys = sorted({r["keys"] for (s, _, _), r in index.items() if s != CLEAN})
-    head = ("| model | start | fine-tuning | clean training, official | protected, official | clean training, speaker "
-            "| protected, speaker |\n|---|---|---|---:|---:|---:|---:|\n")
+    head = ("| model | start | fine-tuning | keys | clean training, official | protected, official | clean training, "
+            "speaker | protected, speaker |\n|---|---|---|---:|---:|---:|---:|---:|\n")
     lines = []
     for arch in ("ast", "wav2vec2"):
         order = [(f"{arch}-small", "from scratch", "all (8 epochs)")]
@@ -131,7 +132,8 @@ def tables() -> dict[str, str]:
                      for setting in (CLEAN, "default")]
             if not any(cells[1::2]):
                 continue
-            lines.append(f"| `{label}` | {start} | {mode} | " + " | ".join(
+            counts = sorted({c["keys"] for c in cells[1::2] if c is not None})
+            lines.append(f"| `{label}` | {start} | {mode} | {key_range(counts)} | " + " | ".join(
                 _pct(c, worst=i % 2 == 1) for i, c in enumerate(cells)) + " |")
     threat = head + "\n".join(lines) + "\n"
     pre = ["| checkpoint | corpus | classes | train / held-out clips | epochs | held-out word accuracy |",

@@ -275,6 +275,9 @@ def card(
     split: SplitOpt = None,
     config_name: ConfigNameOpt = None,
     repo_id: Annotated[str | None, typer.Option("--repo-id", help="Repo id shown in the loading snippet.")] = None,
+    hub_config_name: Annotated[
+        str, typer.Option("--config-name", help="Config name the data would be pushed under.")
+    ] = "default",
     license: LicenseOpt = None,
     pretty_name: Annotated[str | None, typer.Option("--pretty-name", help="Title of the card.")] = None,
     attribution: Annotated[str | None, typer.Option("--attribution", help="Attribution text for the card.")] = None,
@@ -287,7 +290,8 @@ def card(
     quality_clips: QualityClipsOpt = 50,
     output_format: FormatOpt = "wav",
 ) -> None:
-    """Protect in memory (nothing is saved or uploaded) and write the dataset card that `push` would publish."""
+    """Protect in memory (nothing is saved or uploaded) and write the dataset card that `push` would publish
+    for a new repo. For an existing repo (its YAML, its other splits), `push --dry-run` renders the exact card."""
     from .card import render_card
     from .data import source_info
 
@@ -305,7 +309,8 @@ def card(
 
     chart = evaluation_chart(evaluation_for(report, config.to_dict())) if report is not None else None
     text = render_card(
-        summaries, license=license or info.license, repo_id=repo_id, source=info.name, source_is_hub=info.is_hub,
+        summaries, license=license or info.license, repo_id=repo_id, config_name=hub_config_name, source=info.name,
+        source_is_hub=info.is_hub,
         pretty_name=pretty_name, attribution=attribution or info.attribution, evaluation_report=report, key=secret,
         figure=FIGURE_FILE if chart is not None else None,
     )

@@ -249,7 +249,7 @@ class PushPlan:
     Args:
         repo_exists (`bool`): whether the repo exists already (else the push creates it).
         files (`list[PlannedFile]`): data shards (``Dataset.push_to_hub``'s layout; sizes estimated from the Arrow
-            data) and the two files of the card commit.
+            data) and the files of the card commit (README.md, poscuda.json and, with a report, the chart).
         commit_messages (`list[str]`): one commit per split, then the card commit.
         record (`str`): the ``poscuda.json`` text.
         chart (`bytes`, *optional*): the evaluation chart (PNG), uploaded with the card when a report is given.

@@ -6,7 +6,8 @@ The same :class:`~hf_poscuda.hf.PosCUDA` callable that ``Dataset.map`` uses runs
 ``address=`` to use an existing one. Nothing else in hf-poscuda imports Ray.
 
 Sources: Parquet files or folders (local, or ``hf://datasets/<id>`` through ``huggingface_hub.HfFileSystem``, at a
-``revision``), and ``save_to_disk`` folders. The output is Parquet shards that keep the ``datasets`` features (the
+``revision``), read shard by shard, and ``save_to_disk`` folders, which are opened with ``datasets`` (memory-mapped)
+and handed to Ray as one Arrow table: fine up to what the driver's object store holds; beyond, convert to Parquet. The output is Parquet shards that keep the ``datasets`` features (the
 ``huggingface`` schema metadata), so ``load_dataset("parquet", data_dir=...)`` gives an ``Audio`` column again.
 
 Labels are mapped before any audio is read, exactly as :meth:`PosCUDA.for_dataset` maps them: ``ClassLabel``
@@ -184,9 +185,11 @@ def protect_with_ray(
                          f"none to read and write the data (the job would stall); use at most {cpus - 1}.")
     fn = PosCUDA(key, config, audio_column=audio_column, label_column=label_column, label_names=label_names,
                  output_format=output_format)  # type: ignore[arg-type]
-    labels = ds.select_columns([label_column]).take_all()
-    for row, record in enumerate(labels):  # every label checked before any audio is read or written
-        fn.label_index(record[label_column], row)
+    row = 0  # every label checked before any audio is read or written, a batch at a time
+    for batch in ds.select_columns([label_column]).iter_batches(batch_size=100_000, batch_format="pyarrow"):
+        for label in batch.column(label_column).to_pylist():
+            fn.label_index(label, row)
+            row += 1
     start = time.perf_counter()
     protected = ds.map_batches(
         PosCUDA, fn_constructor_args=(key, config),

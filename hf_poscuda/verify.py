@@ -41,7 +41,8 @@ SUMMARY_FILE = "poscuda_summary.json"
 
 @dataclass
 class ByteCheck:
-    """Re-protected original rows against the stored ones (row by row, in order)."""
+    """Re-protected original rows against the stored ones (row by row, in order): ``missing`` rows of the original
+    are not in the copy; rows of the copy beyond the original count as ``differing``."""
 
     identical: int
     differing: int
@@ -260,7 +261,9 @@ def verify_split(
                                    output_format=fmt, snr_clips=1)
         expected = _encoded_bytes(again, audio_column)
         same = sum(a == b for a, b in zip(stored, expected, strict=False))
-        result.bytes = ByteCheck(same, min(len(stored), len(expected)) - same, max(0, len(expected) - len(stored)))
+        extra = max(0, len(stored) - len(expected))  # rows the original does not have count as differing
+        result.bytes = ByteCheck(same, min(len(stored), len(expected)) - same + extra,
+                                 max(0, len(expected) - len(stored)))
         return result
     rows = np.unique(np.linspace(0, len(dataset) - 1, min(max_clips, len(dataset))).astype(int)) if len(dataset) else []
     subset = dataset.select(rows).cast_column(audio_column, Audio(decode=False))

@@ -344,3 +344,19 @@ def test_checkpoint_reachability_asks_through_huggingface_hub(hub):
 
     check_hub_reachable("nobody/missing-model")  # the Hub answers (404): reachable; transformers reports the 404
     assert any(method == "GET" and "/api/models/nobody/missing-model" in path for method, path, _ in hub.requests)
+
+
+def test_verify_a_pushed_repo(hub, key_file, source, tmp_path):
+    """`verify` on a Hub repo: the key id from its poscuda.json, and byte for byte against the original."""
+    assert push_cli(str(source), "alice/v", "-k", str(key_file), "--license", "mit", "--quality-clips", "0").exit_code == 0
+    key = PosCUDAKey.load(key_file)
+    exact = runner.invoke(app, ["verify", "alice/v", "--key", str(key_file), "--original", str(source)])
+    assert exact.exit_code == 0, exact.output
+    assert f"key id on record: {key.key_id} (matches)" in exact.output
+    assert "12 identical, 0 differing, 0 missing" in exact.output and "5 identical" in exact.output
+    other = tmp_path / "other.key"
+    assert runner.invoke(app, ["keygen", str(other)]).exit_code == 0
+    wrong = runner.invoke(app, ["verify", "alice/v", "--key", str(other), "--original", str(source)])
+    assert wrong.exit_code == 1 and "(differs)" in wrong.output and "0 identical" in wrong.output
+    missing = runner.invoke(app, ["verify", "alice/nothing-here", "--key", str(key_file)])
+    assert missing.exit_code == 2

@@ -65,6 +65,9 @@ def test_byte_check_counts_identical_differing_and_missing_rows(fsdd_test, prote
     assert not changed.protected
     short = verify_split(protected.select(range(100)), KEY, original=fsdd_test)
     assert (short.bytes.identical, short.bytes.missing) == (100, 20) and not short.protected
+    longer = verify_split(protected, KEY, original=fsdd_test.select(range(110)))
+    assert (longer.bytes.identical, longer.bytes.differing, longer.bytes.missing) == (110, 10, 0)
+    assert not longer.protected
 
 
 def test_the_embedded_subset_loads_with_digit_labels():
