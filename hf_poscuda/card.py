@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCardData
 
 from . import __version__
 from .config import PosCUDAConfig
-from .formatting import attack_cell, finetune_words, key_range, no_evidence
+from .formatting import attack_cell, display_label, finetune_words, key_range, no_evidence
 from .formatting import number as _num
 from .formatting import percent as _pct
 from .key import PosCUDAKey
@@ -35,8 +35,8 @@ GOAL_ACCURACY = 0.2
 MEASURED_NAME = "fsdd_measured.json"
 ENCODINGS = {
     "wav": "32-bit float WAV (lossless: the stored audio is exactly what the transform computed)",
-    "flac": "24-bit FLAC (the transform's output rounded to 24 bits: each sample within half a step, 6e-8 of "
-            "full scale, of what it computed)",
+    "flac": "24-bit FLAC (the transform's output stored with 24 bits: each sample within 1.2e-7 of full scale, "
+            "one 24-bit step, of what it computed)",
 }
 
 
@@ -274,7 +274,7 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
                         "cells": [cell(r) if r else "n/a" for r in cells]})
     table_keys = {r["keys"] for (split, m, a), r in runs.items()  # the runs the model table shows
                   if ":" not in m and (a == "none" or (a == "blind_eq" and split == "official"))}
-    key_count = str(max(table_keys)) if len(table_keys) == 1 else f"{min(table_keys)} to {max(table_keys)}"
+    key_count = key_range(table_keys) if table_keys else "–"
     baseline = ", ".join(f"{cell(runs.get(('official', m, 'none')))} ({m})" for m in attack_models)
     pretrained_keys = {r["keys"] for (_, m, a), r in runs.items() if a == "none" and ":" in m}
     return {"preset": name, "pesq": _num(preset.get("pesq"), 2), "key_count": key_count,
@@ -314,9 +314,10 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         weak = no_evidence(clean, entry.get("num_classes"))  # near chance even on clean data: proves nothing
         start = run.get("start") or {}
         pretrained = start.get("from") == "pretrained"
-        models.append({"name": label, "clean": _pct(clean), "protected": _pct(prot), "peak": _pct(peak),
-                       "held": held and not weak, "no_evidence": weak, "pretrained": pretrained,
-                       "start": (f"pretrained start: fine-tunes `{start.get('checkpoint')}`, "
+        checkpoint = display_label(f"x:{start.get('checkpoint')}").partition(":")[2]  # a local path: its last folder
+        models.append({"name": display_label(label), "clean": _pct(clean), "protected": _pct(prot),
+                       "peak": _pct(peak), "held": held and not weak, "no_evidence": weak, "pretrained": pretrained,
+                       "start": (f"pretrained start: fine-tunes `{checkpoint}`, "
                                  f"{finetune_words(start.get('finetune'))}") if pretrained else "from scratch"})
     attacks = []
     for name, result in (entry.get("attacks") or {}).items():

@@ -158,7 +158,8 @@ def protect(
         from .ray_engine import protect_with_ray
 
         secret = PosCUDAKey.load(key)
-        record = {}
+        summary_file = output / "poscuda_summary.json"  # splits protected into this folder earlier keep their entry
+        record = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
         for name in split or [None]:
             result = protect_with_ray(
                 source, str(output), secret, config, split=name, audio_column=audio_column,
@@ -170,7 +171,7 @@ def protect(
                                        "output_format": output_format, "engine": "ray", "files": len(result.files)}
             typer.echo(f"[{name or 'train'}] clips: {result.rows} | files: {len(result.files)} | time: "
                        f"{result.seconds:.1f} s | key id: {result.key_id}")
-        (output / "poscuda_summary.json").write_text(json.dumps(record, indent=2))
+        summary_file.write_text(json.dumps(record, indent=2))
         typer.echo(f"Saved Parquet shards to {output}")
         return
     if num_workers is not None or num_gpus or address is not None:
@@ -333,7 +334,8 @@ def verify(
     ] = None,
     split: SplitOpt = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="Parameters to check for (default: the copy's record, else default).")
+        str | None, typer.Option("--preset", help="Parameters to check for (default: the copy's record, else default; "
+                                 "--set applies on top of --preset, default 'default').")
     ] = None,
     knobs: KnobsOpt = None,
     audio_column: AudioColOpt = "audio",
@@ -348,7 +350,7 @@ def verify(
 
     try:
         secret = PosCUDAKey.load(key)
-        config = _config(preset, knobs) if preset is not None or knobs else None
+        config = _config(preset or "default", knobs) if preset is not None or knobs else None
         results = verify_copy(source, secret, original=original, splits=split, config=config,
                               audio_column=audio_column, label_column=label_column, max_clips=max_clips)
     except Exception as err:  # could not check (bad input, unreachable Hub...): exit 2, never "not protected"

@@ -77,3 +77,23 @@ FINETUNE_WORDS = {
 def finetune_words(mode: str | None) -> str:
     """What a fine-tuning mode of the evaluation (``full`` / ``partial`` / ``probe``) trains, in words."""
     return FINETUNE_WORDS.get(mode or "full", str(mode))
+
+
+def display_label(label: str) -> str:
+    """A model label for public tables: a checkpoint path of three or more parts (a local folder; a Hub id has two,
+    ``org/name``) is shortened to its last folder, so no local path reaches a card.
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.formatting import display_label
+    >>> display_label("ast@probe:/home/alice/ckpt/ast-x"), display_label("ast:org/name"), display_label("raw_cnn")
+    ('ast@probe:ast-x', 'ast:org/name', 'raw_cnn')
+
+    ```
+    """
+    from pathlib import PurePosixPath
+
+    name, sep, checkpoint = label.partition(":")
+    parts = PurePosixPath(checkpoint).parts
+    return f"{name}:{parts[-1]}" if sep and len(parts) >= 3 else label

@@ -10,6 +10,9 @@ Sources: Parquet files or folders (local, or ``hf://datasets/<id>`` through ``hu
 and handed to Ray as one Arrow table: fine up to what the driver's object store holds; beyond, convert to Parquet. The output is Parquet shards that keep the ``datasets`` features (the
 ``huggingface`` schema metadata), so ``load_dataset("parquet", data_dir=...)`` gives an ``Audio`` column again.
 
+The key is passed to the actors as a constructor argument, so it sits in Ray's object store (which may spill to
+disk) on the cluster's nodes: use machines you would trust with the key file.
+
 Labels are mapped before any audio is read, exactly as :meth:`PosCUDA.for_dataset` maps them: ``ClassLabel``
 names from the features, or the sorted distinct strings of the whole split (one pass over the label column).
 """
@@ -80,38 +83,62 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
         return ray.data.from_arrow(loaded.data.table), loaded.features
     filesystem = None
     if source.startswith("hf://"):
+        from urllib.parse import quote
+
         from huggingface_hub import HfFileSystem
 
         filesystem = HfFileSystem(token=token)
-        pattern = source.rstrip("/")
+        root = source.rstrip("/")
         if revision:
-            repo = pattern.split("/")
-            repo[4] = f"{repo[4]}@{revision}" if "@" not in repo[4] else repo[4]
-            pattern = "/".join(repo)
-        files = sorted(filesystem.glob(f"{pattern}/**/*.parquet") if not pattern.endswith(".parquet") else [pattern])
-        if split is not None:
-            files = [f for f in files if Path(f).name.startswith(f"{split}-") or f"/{split}/" in f]
-        if not files:
-            raise ValueError(f"No Parquet files found under {source!r}" + (f" for split {split!r}" if split else "")
-                             + ". Check the repo id, revision and split.")
-        paths: Any = files
+            repo = root.split("/")
+            repo[4] = f"{repo[4]}@{quote(revision, safe='')}" if "@" not in repo[4] else repo[4]
+            root = "/".join(repo)
+        found = [root] if root.endswith(".parquet") else sorted(filesystem.glob(f"{root}/**/*.parquet"))
+        base = root.removeprefix("hf://")
     elif path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*.parquet"))
-        if split is not None:
-            files = [f for f in files if Path(f).name.startswith(f"{split}-") or f"/{split}/" in f] or files
-        if not files:
-            raise ValueError(f"No Parquet files in {source!r}; expected a folder of Parquet shards or a "
-                             "save_to_disk folder.")
-        paths = files
+        found, base = sorted(str(p) for p in path.rglob("*.parquet")), str(path)
     elif path.is_file() and path.suffix == ".parquet":
-        paths = [str(path)]
+        found, base = [str(path)], str(path.parent)
     else:
         raise ValueError(f"{source!r} is not a Parquet file or folder, a save_to_disk folder or an hf:// path.")
+    paths: Any = _split_files(found, base, split, source)
     import pyarrow.parquet as pq
 
-    first = paths[0]
-    schema = pq.read_schema(filesystem.open(first, "rb") if filesystem is not None else first)
+    if filesystem is not None:
+        with filesystem.open(paths[0], "rb") as f:
+            schema = pq.read_schema(f)
+    else:
+        schema = pq.read_schema(paths[0])
     return ray.data.read_parquet(paths, filesystem=filesystem), _features_of(schema)
+
+
+def _split_of(file: str, base: str) -> str | None:
+    """The split a Parquet file belongs to, from its path below ``base``: a ``{split}-…`` file name
+    (``Dataset.push_to_hub`` / ``to_parquet`` shards) or a ``{split}/`` folder; ``None`` when neither says."""
+    relative = Path(file).relative_to(base) if Path(file).is_relative_to(base) else Path(Path(file).name)
+    for folder in relative.parts[:-1]:
+        if folder in ("train", "test", "validation", "dev", "eval"):
+            return folder
+    stem = relative.name.split(".")[0]
+    return stem.split("-")[0] if "-" in stem else None
+
+
+def _split_files(files: list[str], base: str, split: str | None, source: str) -> list[str]:
+    """The files of ``split``, or every file when the source has a single split; a clear error otherwise."""
+    if not files:
+        raise ValueError(f"No Parquet files found under {source!r}; expected Parquet shards, a save_to_disk folder or "
+                         "hf://datasets/<id>. Check the path, repo id and revision.")
+    splits = {_split_of(f, base) for f in files}
+    if split is not None:
+        chosen = [f for f in files if _split_of(f, base) == split]
+        if not chosen:
+            raise ValueError(f"No Parquet files of split {split!r} under {source!r} (splits found: "
+                             f"{sorted(str(s) for s in splits)}).")
+        return chosen
+    if len(splits - {None}) > 1:
+        raise ValueError(f"{source!r} holds several splits ({sorted(s for s in splits if s)}); pass split=... "
+                         "(CLI: --split NAME, repeatable), so that their rows are not merged.")
+    return files
 
 
 def protect_with_ray(
@@ -131,6 +158,7 @@ def protect_with_ray(
     revision: str | None = None,
     token: str | None = None,
     address: str | None = None,
+    rows_per_shard: int | None = None,
 ) -> RayProtectionResult:
     """Protect ``source`` with Ray Data and write Parquet shards to ``output`` (an empty or new folder).
 
@@ -149,6 +177,8 @@ def protect_with_ray(
         num_gpus (`float`, defaults to `0`): GPUs per actor (the transform runs on CUDA when given one).
         revision, token: for ``hf://`` sources.
         address (`str`, *optional*): a Ray cluster to connect to; default: the running one or a new local one.
+        rows_per_shard (`int`, *optional*): at most this many rows per output Parquet file (default: shards of about
+            500 MB, like ``push_to_hub``).
 
     Raises:
         ValueError: bad source, missing column, unknown or unmapped label (before any row is written).
@@ -158,8 +188,25 @@ def protect_with_ray(
     name = split or "train"
     if any(out.glob(f"{name}-*.parquet")):
         raise ValueError(f"{output!r} already holds {name}-*.parquet shards; choose a new folder or remove them.")
+    started = False
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    elif address is not None:
+        logger.warning("Ray is already initialised in this process; address=%r is ignored.", address)
+    try:
+        return _run(ray, source, out, name, key, config, split, audio_column, label_column, label_names, batch_size,
+                    concurrency, num_gpus, output_format, revision, token, rows_per_shard)
+    finally:
+        if started:
+            ray.shutdown()  # a cluster this call started; one the caller started stays up
+
+
+def _run(
+    ray: Any, source: str, out: Path, name: str, key: PosCUDAKey, config: PosCUDAConfig | None, split: str | None,
+    audio_column: str, label_column: str, label_names: list[str] | None, batch_size: int, concurrency: int | None,
+    num_gpus: float, output_format: str, revision: str | None, token: str | None, rows_per_shard: int | None,
+) -> RayProtectionResult:
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # rows in the source's order
     config = config or PosCUDAConfig()
     ds, features = _source_dataset(source, split, revision, token)
@@ -199,24 +246,64 @@ def protect_with_ray(
         batch_format="pyarrow", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_gpus=num_gpus or None,
     )
-    staging = out / f".ray-{name}"
-    staging.mkdir(parents=True, exist_ok=True)
-    # Ray drops the schema's metadata on the way: write with the source's schema, so that the files carry the
-    # datasets features (Audio, ClassLabel) in their "huggingface" metadata again
+    # The driver writes the shards from Ray's ordered stream: Ray's own write_parquet names files by task, and its
+    # file order did not always follow the row order in tests. Rows stay in the source's order this way.
     schema = features.arrow_schema if features is not None else None
-    protected.write_parquet(str(staging), **({"schema": schema} if schema is not None else {}))
-    written = sorted(staging.glob("*.parquet"))  # Ray names files by task; datasets infers splits from names
-    files = []
-    for i, path in enumerate(written):
-        target = out / f"{name}-{i:05d}-of-{len(written):05d}.parquet"
-        path.rename(target)
-        files.append(str(target))
-    staging.rmdir()
+    files = _write_shards(protected.iter_batches(batch_size=None, batch_format="pyarrow"), out, name, schema,
+                          rows_per_shard)
     rows = sum(_parquet_rows(f) for f in files)
     seconds = time.perf_counter() - start
     logger.info("Protected %d rows with Ray into %d Parquet files in %.1f s", rows, len(files), seconds)
     return RayProtectionResult(str(out), files, rows, seconds, key.key_id, list(label_names) if label_names else None,
                                config.to_dict())
+
+
+def _write_shards(
+    tables: Any, out: Path, name: str, schema: Any, rows_per_shard: int | None, max_shard_bytes: int = 500 * 10**6
+) -> list[str]:
+    """Write an ordered stream of Arrow tables as ``{name}-00000-of-000NN.parquet`` shards of at most
+    ``rows_per_shard`` rows (default: about ``max_shard_bytes``, ``push_to_hub``'s shard size), with ``schema``
+    (the datasets features in its metadata). Shards go to a staging folder first and are renamed at the end."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    staging = out / f".ray-{name}"
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left behind
+    staging.mkdir(parents=True)
+    written: list[Path] = []
+    writer = None
+    rows = size = 0
+    try:
+        for table in tables:
+            if schema is not None:
+                table = table.select(schema.names).cast(schema)
+            start = 0
+            while start < table.num_rows:
+                if writer is None:
+                    written.append(staging / f"{len(written):05d}.parquet")
+                    writer = pq.ParquetWriter(str(written[-1]), schema if schema is not None else table.schema)
+                    rows = size = 0
+                room = table.num_rows - start if rows_per_shard is None else min(table.num_rows - start,
+                                                                                 rows_per_shard - rows)
+                part = table.slice(start, room)
+                writer.write_table(part)
+                rows, size, start = rows + part.num_rows, size + part.nbytes, start + part.num_rows
+                if (rows_per_shard is not None and rows >= rows_per_shard) or size >= max_shard_bytes:
+                    writer.close()
+                    writer = None
+        if writer is not None:
+            writer.close()
+        files = []
+        for i, path in enumerate(written):
+            target = out / f"{name}-{i:05d}-of-{len(written):05d}.parquet"
+            path.rename(target)
+            files.append(str(target))
+        return files
+    finally:
+        if writer is not None:
+            writer.close()
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _parquet_rows(path: str) -> int:

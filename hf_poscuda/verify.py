@@ -199,9 +199,31 @@ def blind_check(
 
 
 # ------------------------------------------------------------------------------------------- one split
-def _encoded_bytes(dataset: Dataset, audio_column: str) -> list[bytes | None]:
-    raw = dataset.cast_column(audio_column, Audio(decode=False))
-    return [item.get("bytes") if isinstance(item, dict) else None for item in raw[audio_column]]
+def _encoded_bytes(dataset: Dataset, audio_column: str, start: int, stop: int) -> list[bytes | None]:
+    """The stored file bytes of rows ``start:stop`` (read from ``path`` when a row keeps only its path)."""
+    raw = dataset.select(range(start, min(stop, len(dataset)))).cast_column(audio_column, Audio(decode=False))
+    out: list[bytes | None] = []
+    for item in raw[audio_column]:
+        data = item.get("bytes") if isinstance(item, dict) else None
+        path = item.get("path") if isinstance(item, dict) else None
+        if data is None and path and Path(path).is_file():
+            data = Path(path).read_bytes()
+        out.append(data)
+    return out
+
+
+def _byte_check(stored: Dataset, again: Dataset, audio_column: str, chunk: int = 1000) -> ByteCheck:
+    """Compare two splits' audio bytes row by row, ``chunk`` rows at a time (memory stays bounded)."""
+    same = differing = 0
+    common = min(len(stored), len(again))
+    for start in range(0, common, chunk):
+        stop = min(start + chunk, common)
+        pairs = zip(_encoded_bytes(stored, audio_column, start, stop), _encoded_bytes(again, audio_column, start, stop),
+                    strict=True)
+        for a, b in pairs:
+            same, differing = (same + 1, differing) if a is not None and a == b else (same, differing + 1)
+    # rows of the copy beyond the original count as differing; rows of the original not in the copy as missing
+    return ByteCheck(same, differing + max(0, len(stored) - len(again)), max(0, len(again) - len(stored)))
 
 
 def verify_split(
@@ -255,15 +277,11 @@ def verify_split(
     if original is not None:
         from .protect import protect_dataset
 
-        stored = _encoded_bytes(dataset, audio_column)
-        fmt = "flac" if any(b is not None and b[:4] == b"fLaC" for b in stored[:1]) else "wav"
+        first = next((b for b in _encoded_bytes(dataset, audio_column, 0, 10) if b is not None), b"")
+        fmt = "flac" if first[:4] == b"fLaC" else "wav"
         again, _ = protect_dataset(original, key, config, audio_column=audio_column, label_column=label_column,
                                    output_format=fmt, snr_clips=1)
-        expected = _encoded_bytes(again, audio_column)
-        same = sum(a == b for a, b in zip(stored, expected, strict=False))
-        extra = max(0, len(stored) - len(expected))  # rows the original does not have count as differing
-        result.bytes = ByteCheck(same, min(len(stored), len(expected)) - same + extra,
-                                 max(0, len(expected) - len(stored)))
+        result.bytes = _byte_check(dataset, again, audio_column)
         return result
     rows = np.unique(np.linspace(0, len(dataset) - 1, min(max_clips, len(dataset))).astype(int)) if len(dataset) else []
     subset = dataset.select(rows).cast_column(audio_column, Audio(decode=False))
@@ -364,6 +382,7 @@ def _load(source: str, load_audio_dataset: Any) -> Any:
                                        and not (Path(source) / "dataset_dict.json").exists()):
         from datasets import load_dataset
 
-        files = source if source.endswith(".parquet") else str(Path(source) / "**" / "*.parquet")
-        return load_dataset("parquet", data_files=files)
+        if source.endswith(".parquet"):
+            return load_dataset("parquet", data_files=source)
+        return load_dataset("parquet", data_dir=source)  # splits from the file names ({split}-00000-of-...)
     return load_audio_dataset(source)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import stat
 
 import pytest
@@ -39,7 +40,9 @@ def test_protect_saved_dataset(tmp_path, key_file):
     protected = load_from_disk(str(out))
     assert len(protected["train"]) == 10 and protected["train"].features == make_dataset(1).features
     summary = json.loads((out / "poscuda_summary.json").read_text())
-    assert summary["train"]["key_id"] == PosCUDAKey.load(key_file).key_id and summary["train"]["snr_db"] > 0
+    assert summary["train"]["key_id"] == PosCUDAKey.load(key_file).key_id
+    # measured, and the audio did change; it can be below 0 dB for some keys (the 12 dB boosts), so no sign check
+    assert math.isfinite(summary["train"]["snr_db"]) and summary["train"]["snr_db"] < 20
     assert summary["test"]["clips"] == 4
 
     one = tmp_path / "one"

@@ -28,14 +28,24 @@ def _bytes(ds):
 
 def test_ray_output_is_map_output_row_for_row_and_loads_as_audio(tmp_path):
     ds = make_dataset(23)
-    ds.to_parquet(str(tmp_path / "src" / "train-00000-of-00001.parquet"))
-    result = protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, batch_size=5)
+    for i in range(3):  # three source shards: rows must come back in order across them
+        ds.shard(3, i, contiguous=True).to_parquet(str(tmp_path / "src" / f"train-{i:05d}-of-00003.parquet"))
+    make_dataset(4, seed=1).to_parquet(str(tmp_path / "src" / "test-00000-of-00001.parquet"))
+    with pytest.raises(ValueError, match="several splits"):  # never merge train and test rows
+        protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY)
+    with pytest.raises(ValueError, match="No Parquet files of split 'validation'"):
+        protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, split="validation")
+    result = protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, split="train", batch_size=5,
+                              rows_per_shard=2)  # more than 10 files from one write task: -10 after -9
     assert result.rows == 23 and result.label_names == ["c0", "c1", "c2", "c3"]
+    assert len(result.files) >= 3, result.files
     assert all(f.split("/")[-1].startswith("train-") for f in result.files)
+    assert not list((tmp_path / "out").glob(".ray-*"))  # the staging folder is gone
     got = load_dataset("parquet", data_dir=str(tmp_path / "out"))["train"]
     assert isinstance(got.features["audio"], Audio) and isinstance(got.features["label"], ClassLabel)
     want = ds.map(PosCUDA.for_dataset(ds, KEY), batched=True)
-    assert got["id"] == ds["id"] and got["label"] == ds["label"]  # every row, in order
+    assert got["id"] == ds["id"], (result.files, got["id"])  # every row, in order
+    assert got["label"] == ds["label"]
     assert _bytes(got) == _bytes(want)  # byte for byte what ds.map gives
 
 
@@ -89,6 +99,9 @@ def test_cli_protect_with_the_ray_engine(tmp_path):
         assert _bytes(got[name]) == _bytes(want)
     record = json.loads((out / "poscuda_summary.json").read_text())
     assert record["train"]["key_id"] == key.key_id and record["test"]["clips"] == 3
+    checked = runner.invoke(app, ["verify", str(out), "--key", str(key_file), "--original", str(tmp_path / "saved")])
+    assert checked.exit_code == 0, checked.output  # both splits of the Parquet folder, byte for byte
+    assert "7 identical, 0 differing" in checked.output and "3 identical, 0 differing" in checked.output
     assert not key.appears_in(done.output.encode()) and not key.appears_in((out / "poscuda_summary.json").read_bytes())
     wrong = runner.invoke(app, ["protect", str(tmp_path / "saved"), str(tmp_path / "o2"), "--key", str(key_file),
                                 "--num-workers", "2"])

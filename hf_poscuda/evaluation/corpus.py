@@ -197,7 +197,7 @@ def build_speech_corpus(config: SpeechCorpusConfig | None = None, num_workers: i
             voice = f"{config.voices[rng.integers(len(config.voices))]}+{config.variants[rng.integers(len(config.variants))]}"
             jobs.append((label, word, r, voice, int(rng.integers(config.rates[0], config.rates[1] + 1)),
                          int(rng.integers(config.pitches[0], config.pitches[1] + 1)), int(rng.integers(2**31))))
-    n_test = max(1, int(round(config.test_fraction * config.renditions)))
+    n_test = min(config.renditions - 1, max(1, int(round(config.test_fraction * config.renditions))))
 
     def make(job: tuple) -> dict[str, Any]:
         label, word, r, voice, rate, pitch, seed = job

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import PosCUDAConfig
-from ..formatting import key_range
+from ..formatting import display_label, key_range
 from ..key import PosCUDAKey
 from .attacks import get_attack
 from .models import CNN_MODELS
@@ -214,15 +214,6 @@ def run_grid(
             done.add(_run_id(setting, key_index, spec, label, attack))
             logger.info("%s: %s", desc, record.get("test_accuracy", "skipped"))
     return _read_jsonl(runs_path)
-
-
-def display_label(label: str) -> str:
-    """A model label for tables: a checkpoint path of three or more parts (a local folder; a Hub id has two,
-    ``org/name``) is shortened to its last folder, ``"ast@probe:results/pretrained/ast-x"`` -> ``"ast@probe:ast-x"``.
-    """
-    name, sep, checkpoint = label.partition(":")
-    parts = Path(checkpoint).parts
-    return f"{name}:{parts[-1]}" if sep and len(parts) >= 3 else label
 
 
 def summarise(runs: Iterable[dict[str, Any]], quality: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
