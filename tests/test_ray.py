@@ -17,6 +17,9 @@ KEY = PosCUDAKey(bytes(range(32)))
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
+    import os
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report attempts from CI machines
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
