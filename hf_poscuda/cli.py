@@ -119,7 +119,8 @@ QualityClipsOpt = Annotated[int, typer.Option("--quality-clips", min=0, help="Cl
 @app.command(
     epilog="Examples:\n\n  hf-poscuda protect ./my_dataset ./my_dataset_protected --key my.key --split train\n\n"
     "  hf-poscuda protect user/speech ./protected --key my.key --preset paper\n\n"
-    "  hf-poscuda protect hf://datasets/user/speech ./protected-parquet --key my.key --engine ray --num-workers 8"
+    "  hf-poscuda protect hf://datasets/user/speech ./protected-parquet --key my.key --engine ray --split train "
+    "--num-workers 8"
 )
 @cli_errors
 def protect(
