@@ -18,7 +18,7 @@ from huggingface_hub import DatasetCardData
 
 from . import __version__
 from .config import PosCUDAConfig
-from .formatting import attack_cell, display_label, finetune_words, key_range, no_evidence
+from .formatting import attack_cell, display_checkpoint, display_label, finetune_words, key_range, no_evidence
 from .formatting import number as _num
 from .formatting import percent as _pct
 from .key import PosCUDAKey
@@ -274,12 +274,12 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
                         "cells": [cell(r) if r else "n/a" for r in cells]})
     table_keys = {r["keys"] for (split, m, a), r in runs.items()  # the runs the model table shows
                   if ":" not in m and (a == "none" or (a == "blind_eq" and split == "official"))}
-    key_count = key_range(table_keys) if table_keys else "–"
+    key_count = key_range(table_keys)
     baseline = ", ".join(f"{cell(runs.get(('official', m, 'none')))} ({m})" for m in attack_models)
     pretrained_keys = {r["keys"] for (_, m, a), r in runs.items() if a == "none" and ":" in m}
     return {"preset": name, "pesq": _num(preset.get("pesq"), 2), "key_count": key_count,
             "models": models, "all_held": held, "pretrained": pretrained, "pretrained_held": pretrained_held,
-            "pretrained_key_count": key_range(pretrained_keys) if pretrained_keys else "", "attacks": attacks, "attack_models": attack_models,
+            "pretrained_key_count": key_range(pretrained_keys), "attacks": attacks, "attack_models": attack_models,
             "baseline": baseline}
 
 
@@ -314,7 +314,7 @@ def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], ke
         weak = no_evidence(clean, entry.get("num_classes"))  # near chance even on clean data: proves nothing
         start = run.get("start") or {}
         pretrained = start.get("from") == "pretrained"
-        checkpoint = display_label(f"x:{start.get('checkpoint')}").partition(":")[2]  # a local path: its last folder
+        checkpoint = display_checkpoint(str(start.get("checkpoint")))  # a local path: its last folder only
         models.append({"name": display_label(label), "clean": _pct(clean), "protected": _pct(prot),
                        "peak": _pct(peak), "held": held and not weak, "no_evidence": weak, "pretrained": pretrained,
                        "start": (f"pretrained start: fine-tunes `{checkpoint}`, "

@@ -92,8 +92,14 @@ def display_label(label: str) -> str:
 
     ```
     """
+    name, sep, checkpoint = label.partition(":")
+    return f"{name}:{display_checkpoint(checkpoint)}" if sep else label
+
+
+def display_checkpoint(checkpoint: str) -> str:
+    """A checkpoint for public text: a Hub id (``org/name``) as is, a local folder (three or more path parts) by its
+    last folder."""
     from pathlib import PurePosixPath
 
-    name, sep, checkpoint = label.partition(":")
     parts = PurePosixPath(checkpoint).parts
-    return f"{name}:{parts[-1]}" if sep and len(parts) >= 3 else label
+    return parts[-1] if len(parts) >= 3 else checkpoint

@@ -81,7 +81,9 @@ def _spectrograms_png(original: np.ndarray, protected: np.ndarray, sampling_rate
     import matplotlib.pyplot as plt
     from scipy.signal import spectrogram
 
-    n = int(2 ** np.ceil(np.log2(0.032 * sampling_rate)))
+    from .quality import window_size
+
+    n = window_size(sampling_rate, 0.032)
     specs = []
     for x in (original, protected):
         f, t, s = spectrogram(x, sampling_rate, window="hann", nperseg=n, noverlap=3 * n // 4)

@@ -44,6 +44,21 @@ def paired_clips(
         yield x, y, sr
 
 
+def window_size(sampling_rate: int, seconds: float) -> int:
+    """The power of two at or above ``seconds`` of samples: an FFT window for spectra of that resolution.
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.quality import window_size
+    >>> window_size(8000, 0.032), window_size(16000, 0.032)
+    (256, 512)
+
+    ```
+    """
+    return int(2 ** math.ceil(math.log2(seconds * sampling_rate)))
+
+
 def energies(original: np.ndarray, protected: np.ndarray) -> tuple[float, float]:
     """``(signal, change)``: the energy of ``original`` and of ``protected - original`` (float64 sums)."""
     x = np.asarray(original, dtype=np.float64)

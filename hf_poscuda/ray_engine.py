@@ -249,9 +249,8 @@ def _run(
     # The driver writes the shards from Ray's ordered stream: Ray's own write_parquet names files by task, and its
     # file order did not always follow the row order in tests. Rows stay in the source's order this way.
     schema = features.arrow_schema if features is not None else None
-    files = _write_shards(protected.iter_batches(batch_size=None, batch_format="pyarrow"), out, name, schema,
-                          rows_per_shard)
-    rows = sum(_parquet_rows(f) for f in files)
+    files, rows = _write_shards(protected.iter_batches(batch_size=None, batch_format="pyarrow"), out, name, schema,
+                                rows_per_shard)
     seconds = time.perf_counter() - start
     logger.info("Protected %d rows with Ray into %d Parquet files in %.1f s", rows, len(files), seconds)
     return RayProtectionResult(str(out), files, rows, seconds, key.key_id, list(label_names) if label_names else None,
@@ -260,10 +259,11 @@ def _run(
 
 def _write_shards(
     tables: Any, out: Path, name: str, schema: Any, rows_per_shard: int | None, max_shard_bytes: int = 500 * 10**6
-) -> list[str]:
+) -> tuple[list[str], int]:
     """Write an ordered stream of Arrow tables as ``{name}-00000-of-000NN.parquet`` shards of at most
     ``rows_per_shard`` rows (default: about ``max_shard_bytes``, ``push_to_hub``'s shard size), with ``schema``
-    (the datasets features in its metadata). Shards go to a staging folder first and are renamed at the end."""
+    (the datasets features in its metadata). Shards go to a staging folder first and are renamed at the end.
+    Returns the shard paths and the rows written."""
     import shutil
 
     import pyarrow.parquet as pq
@@ -273,7 +273,7 @@ def _write_shards(
     staging.mkdir(parents=True)
     written: list[Path] = []
     writer = None
-    rows = size = 0
+    rows = size = total = 0
     try:
         for table in tables:
             if schema is not None:
@@ -289,6 +289,7 @@ def _write_shards(
                 part = table.slice(start, room)
                 writer.write_table(part)
                 rows, size, start = rows + part.num_rows, size + part.nbytes, start + part.num_rows
+                total += part.num_rows
                 if (rows_per_shard is not None and rows >= rows_per_shard) or size >= max_shard_bytes:
                     writer.close()
                     writer = None
@@ -299,14 +300,8 @@ def _write_shards(
             target = out / f"{name}-{i:05d}-of-{len(written):05d}.parquet"
             path.rename(target)
             files.append(str(target))
-        return files
+        return files, total
     finally:
         if writer is not None:
             writer.close()
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _parquet_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows

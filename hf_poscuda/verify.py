@@ -33,6 +33,7 @@ from datasets import Audio, Dataset
 from .config import PosCUDAConfig
 from .hf import PosCUDA, read_clip
 from .key import PosCUDAKey
+from .quality import window_size
 
 logger = logging.getLogger(__name__)
 
@@ -126,16 +127,14 @@ def decoy_key(index: int) -> PosCUDAKey:
 
 
 def _n_fft(sampling_rate: int) -> int:
-    return int(2 ** math.ceil(math.log2(0.032 * sampling_rate)))
+    return window_size(sampling_rate, 0.032)
 
 
 def _detrend(spectrum_db: np.ndarray, width: int) -> np.ndarray:
-    """Minus a moving average along the last axis (edges padded by reflection)."""
-    pad = width // 2
-    padded = np.pad(spectrum_db, [(0, 0)] * (spectrum_db.ndim - 1) + [(pad, pad)], mode="reflect")
-    kernel = np.ones(width) / width
-    smooth = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), -1, padded)
-    return spectrum_db - smooth
+    """Minus a moving average along the last axis (edges mirrored)."""
+    from scipy.ndimage import uniform_filter1d
+
+    return spectrum_db - uniform_filter1d(spectrum_db, width, axis=-1, mode="mirror")
 
 
 def class_signatures(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int, sampling_rate: int) -> np.ndarray:
