@@ -27,7 +27,7 @@ from datasets import Audio, Dataset, load_from_disk
 from datasets.utils.logging import disable_progress_bar
 
 from hf_poscuda import PosCUDA, PosCUDAConfig, PosCUDAKey
-from hf_poscuda.hf import float_wav_bytes
+from hf_poscuda.audio_io import float_wav_bytes
 
 
 def make_source(n: int, seconds: float, sr: int, folder: str) -> Dataset:

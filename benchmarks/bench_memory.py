@@ -25,7 +25,7 @@ def case(long_seconds: float, bounded: bool) -> dict:
     import soundfile as sf
 
     from hf_poscuda import PosCUDA, PosCUDAKey
-    from hf_poscuda.hf import MAX_BATCH_SAMPLES
+    from hf_poscuda.map_callable import MAX_BATCH_SAMPLES
 
     sr = 16000
     rng = np.random.default_rng(0)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from hf_poscuda import PRESETS, PosCUDAConfig
-from hf_poscuda.data import load_fsdd
+from hf_poscuda.sources import load_fsdd
 from hf_poscuda.evaluation import ModelSpec, TrainingRecipe
 from hf_poscuda.evaluation.protocol import DataSpec, run_grid
 

@@ -88,7 +88,7 @@ def threat_models(models: list[str], corpus: str, modes: list[str]) -> list[Mode
 
 def threat(fsdd: str, models: list[str], corpora: list[str], modes: list[str], splits: list[str],
            keys: list[int]) -> None:
-    from hf_poscuda.data import load_fsdd
+    from hf_poscuda.sources import load_fsdd
 
     @lru_cache(maxsize=1)
     def load(spec: DataSpec):

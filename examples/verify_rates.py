@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_poscuda import PosCUDAConfig, protect_dataset
-from hf_poscuda.data import load_fsdd
+from hf_poscuda.sources import load_fsdd
 from hf_poscuda.evaluation import get_attack, to_arrays
 from hf_poscuda.evaluation.attacks import ATTACKS
 from hf_poscuda.evaluation.protocol import public_eval_key

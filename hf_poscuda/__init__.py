@@ -3,7 +3,7 @@
 __version__ = "0.2.0"  # first: card and hub read it while this package is still importing
 
 from .config import PRESETS, PosCUDAConfig  # noqa: E402
-from .hf import PosCUDA  # noqa: E402
+from .map_callable import PosCUDA  # noqa: E402
 from .hub import push_protected  # noqa: E402
 from .key import KeyFileError, PosCUDAKey  # noqa: E402
 from .protect import ProtectionSummary, protect_dataset, protect_splits  # noqa: E402

@@ -34,6 +34,15 @@ FormatOpt = Annotated[
                       "the size; samples rounded to 24 bits). Both play in Chromium and Firefox (README).")
 ]
 
+EngineOpt = Annotated[
+    str, typer.Option("--engine", help="datasets (Dataset.map on this machine) or ray (Ray Data: Parquet files, "
+                      "save_to_disk folders or hf:// paths; protect writes Parquet shards, push uploads shard by "
+                      "shard and resumes like --streaming).")
+]
+NumWorkersOpt = Annotated[int | None, typer.Option("--num-workers", min=1, help="Ray actors (--engine ray).")]
+NumGpusOpt = Annotated[float, typer.Option("--num-gpus", min=0, help="GPUs per Ray actor (--engine ray).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray cluster address (--engine ray).")]
+
 
 def cli_errors(func: F) -> F:
     """Turn user mistakes (ValueError, FileNotFoundError) into a one-line error and exit code 1, no traceback."""
@@ -78,21 +87,17 @@ def _config(preset: str, knobs: list[str] | None) -> Any:
 
 
 def _protect_source(
-    source: str, key: Path, splits: list[str] | None, config_name: str | None, config: Any,
-    audio_column: str, label_column: str, batch_size: int, num_proc: int | None, device: str | None,
-    output_format: str = "wav", quality_clips: int = 50,
+    source: str, key: Path, splits: list[str] | None, config_name: str | None, config: Any, **options: Any
 ) -> tuple[Any, Any, dict[str, Any]]:
-    from .data import load_audio_dataset
+    """Load ``source``, protect ``splits`` with :func:`~hf_poscuda.protect.protect_splits` (``options``: its keyword
+    arguments) and print each summary."""
     from .key import PosCUDAKey
     from .protect import protect_splits
+    from .sources import load_audio_dataset
 
     secret = PosCUDAKey.load(key)
     dataset = load_audio_dataset(source, config=config_name)
-    protected, summaries = protect_splits(
-        dataset, secret, config, splits, audio_column=audio_column, label_column=label_column,
-        batch_size=batch_size, num_proc=num_proc, device=device, output_format=output_format,  # type: ignore[arg-type]
-        quality_clips=quality_clips,
-    )
+    protected, summaries = protect_splits(dataset, secret, config, splits, **options)
     for name, summary in summaries.items():
         typer.echo(f"[{name}] {summary.format()}")
     return secret, protected, summaries
@@ -138,13 +143,10 @@ def protect(
     device: DeviceOpt = None,
     output_format: FormatOpt = "wav",
     quality_clips: QualityClipsOpt = 0,
-    engine: Annotated[
-        str, typer.Option("--engine", help="datasets (Dataset.map on this machine, save_to_disk output) or ray "
-                          "(Ray Data: Parquet files, save_to_disk folders or hf:// paths in, Parquet shards out).")
-    ] = "datasets",
-    num_workers: Annotated[int | None, typer.Option("--num-workers", min=1, help="Ray actors (--engine ray).")] = None,
-    num_gpus: Annotated[float, typer.Option("--num-gpus", min=0, help="GPUs per Ray actor (--engine ray).")] = 0,
-    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (--engine ray).")] = None,
+    engine: EngineOpt = "datasets",
+    num_workers: NumWorkersOpt = None,
+    num_gpus: NumGpusOpt = 0,
+    address: AddressOpt = None,
 ) -> None:
     """Protect the chosen splits of a dataset and save them (plus poscuda_summary.json): with save_to_disk, or as
     Parquet shards with --engine ray."""
@@ -175,11 +177,11 @@ def protect(
         summary_file.write_text(json.dumps(record, indent=2))
         typer.echo(f"Saved Parquet shards to {output}")
         return
-    if num_workers is not None or num_gpus or address is not None:
-        raise ValueError("--num-workers, --num-gpus and --address are options of --engine ray.")
+    _check_engine(engine, False, num_workers, num_gpus, address, None, num_proc, False)
     _, protected, summaries = _protect_source(
-        source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
-        output_format, quality_clips,
+        source, key, split, config_name, config, audio_column=audio_column, label_column=label_column,
+        batch_size=batch_size, num_proc=num_proc, device=device, output_format=output_format,
+        quality_clips=quality_clips,
     )
     protected.save_to_disk(str(output))
     (output / "poscuda_summary.json").write_text(
@@ -226,19 +228,66 @@ def push(
     dry_run_dir: Annotated[
         Path, typer.Option("--dry-run-dir", help="Where --dry-run writes README.md and poscuda.json.")
     ] = Path("poscuda-dry-run"),
+    streaming: Annotated[
+        bool, typer.Option("--streaming", help="Read the source as a stream and upload shard by shard: memory and "
+                           "disk stay flat, and a re-run resumes after the last committed shard.")
+    ] = False,
+    engine: EngineOpt = "datasets",
+    num_workers: NumWorkersOpt = None,
+    num_gpus: NumGpusOpt = 0,
+    address: AddressOpt = None,
+    rows_per_shard: Annotated[
+        int | None, typer.Option("--rows-per-shard", min=1, help="At most this many rows per uploaded shard "
+                                 "(--streaming / --engine ray; default: shards of about 500 MB).")
+    ] = None,
 ) -> None:
     """Protect a dataset and push it to the Hub with an auto-generated dataset card. The key stays here."""
-    from .data import source_info
-    from .hub import check_key_outside, push_protected
+    from .hub import CardInputs, check_key_outside, push_protected
+    from .sources import source_info
 
     if Path(source).is_dir():
         check_key_outside(key, source, "read and uploaded")
     report = _read_report(eval_report)
     info = source_info(source)
     config = _config(preset, knobs)
+    _check_engine(engine, streaming, num_workers, num_gpus, address, rows_per_shard, num_proc, dry_run)
+    if streaming or engine == "ray":
+        from .key import PosCUDAKey
+
+        secret = PosCUDAKey.load(key)
+        card_inputs = CardInputs(license or info.license, info.name, info.is_hub, pretty_name,
+                                 attribution or info.attribution, (), report)
+        push_options = {"card": card_inputs, "config_name": hub_config_name, "private": private, "token": token,
+                        "revision": revision, "commit_message": commit_message, "rows_per_shard": rows_per_shard}
+        stream_options = {"audio_column": audio_column, "label_column": label_column, "batch_size": batch_size,
+                          "output_format": output_format, "quality_clips": min(quality_clips, 50)}
+        if engine == "ray":
+            from .ray_engine import push_with_ray
+
+            results = [push_with_ray(source, repo_id, secret, config, split=name, address=address,
+                                     stream_options={**stream_options, "concurrency": num_workers,
+                                                     "num_gpus": num_gpus}, **push_options)
+                       for name in split or [None]]
+        else:
+            from .hub import push_stream
+            from .streaming import protected_stream, split_names
+
+            results = []
+            for name in split or split_names(source, config_name, token=token):
+                stream = protected_stream(source, secret, config, split=name, config_name=config_name, token=token,
+                                          device=device, **stream_options)
+                results.append(push_stream(stream, repo_id, secret, **push_options))
+        for result in results:
+            name = result.pushed[0]
+            typer.echo(f"[{name}] {result.splits[name].format()}\n[{name}] shards uploaded: "
+                       f"{result.shards_uploaded}, already on the Hub: {result.shards_skipped}")
+        typer.echo(f"Pushed {', '.join(r.pushed[0] for r in results)} to {results[-1].url} "
+                   f"(key id {secret.key_id}).")
+        return
     secret, protected, summaries = _protect_source(
-        source, key, split, config_name, config, audio_column, label_column, batch_size, num_proc, device,
-        output_format, quality_clips,
+        source, key, split, config_name, config, audio_column=audio_column, label_column=label_column,
+        batch_size=batch_size, num_proc=num_proc, device=device, output_format=output_format,
+        quality_clips=quality_clips,
     )
     result = push_protected(
         protected, summaries, repo_id, secret, license=license or info.license, source=info.name,
@@ -295,7 +344,7 @@ def card(
     """Protect in memory (nothing is saved or uploaded) and write the dataset card that `push` would publish
     for a new repo. For an existing repo (its YAML, its other splits), `push --dry-run` renders the exact card."""
     from .card import render_card
-    from .data import source_info
+    from .sources import source_info
 
     report = _read_report(eval_report)
     info = source_info(source)
@@ -303,8 +352,8 @@ def card(
         raise ValueError("The source's license is unknown; pass --license with its license id (e.g. cc-by-4.0).")
     config = _config(preset, knobs)
     secret, _, summaries = _protect_source(
-        source, key, split, config_name, config, audio_column, label_column, 100, None, device, output_format,
-        quality_clips,
+        source, key, split, config_name, config, audio_column=audio_column, label_column=label_column,
+        device=device, output_format=output_format, quality_clips=quality_clips,
     )
     from .card import evaluation_for
     from .figures import FIGURE_FILE, evaluation_chart
@@ -393,6 +442,28 @@ def preview(
     typer.echo(f"Wrote {written}. Open it in a browser; keep it private (it shows the class filters).")
 
 
+def _check_engine(
+    engine: str, streaming: bool, num_workers: int | None, num_gpus: float, address: str | None,
+    rows_per_shard: int | None, num_proc: int | None, dry_run: bool,
+) -> None:
+    """Refuse option combinations that would be silently ignored."""
+    if engine not in ("datasets", "ray"):
+        raise ValueError(f"--engine must be 'datasets' or 'ray', got {engine!r}.")
+    if engine != "ray" and (num_workers is not None or num_gpus or address is not None):
+        raise ValueError("--num-workers, --num-gpus and --address are options of --engine ray.")
+    if not (streaming or engine == "ray"):
+        if rows_per_shard is not None:
+            raise ValueError("--rows-per-shard is an option of --streaming and --engine ray.")
+        return
+    if streaming and engine == "ray":
+        raise ValueError("Choose --streaming (one machine) or --engine ray, not both: both upload shard by shard.")
+    if dry_run:
+        raise ValueError("--dry-run is not available with --streaming or --engine ray (a stream is only known by "
+                         "protecting it); run --dry-run without them to check the card and the repo.")
+    if num_proc is not None:
+        raise ValueError("--num-proc is an option of the default engine; with --engine ray use --num-workers.")
+
+
 def _read_report(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
@@ -418,9 +489,9 @@ def demo(
     device: DeviceOpt = None,
 ) -> None:
     """Protect the embedded FSDD subset (360 clips, CC BY-SA 4.0), save it, and print a summary."""
-    from .data import load_fsdd_mini
     from .key import PosCUDAKey
     from .protect import protect_dataset
+    from .sources import load_fsdd_mini
 
     config = _config(preset, knobs)
     key_path = key if key is not None else output.with_name(output.name + ".key")
@@ -488,9 +559,9 @@ def evaluate(
     """Train models on clean vs protected train audio and report clean-test accuracy, quality and plots."""
     from datasets import DatasetDict
 
-    from .data import load_audio_dataset, source_name
     from .evaluation import ATTACKS, ModelSpec, TrainingRecipe, report_markdown, run_evaluation
     from .key import PosCUDAKey
+    from .sources import load_audio_dataset, source_name
 
     secret = PosCUDAKey.load(key) if key is not None else PosCUDAKey.generate()
     dataset = load_audio_dataset(source)

@@ -17,19 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import KeyFileError, SecretLeakError
+
+__all__ = ["KeyFileError", "PosCUDAKey", "SecretLeakError"]
+
 logger = logging.getLogger(__name__)
 
 _SECRET_BYTES = 32
 _FILE_HEADER = "hf-poscuda-key v1"
 _KEY_ID_CONTEXT = b"hf-poscuda/key-id/v1"
-
-
-class KeyFileError(ValueError):
-    """A key file is missing, readable by other users, or not a PosCUDA key file."""
-
-
-class SecretLeakError(RuntimeError):
-    """Something about to be written or uploaded contains the secret key (the message never contains it)."""
 
 
 class PosCUDAKey:

@@ -22,9 +22,9 @@ import numpy as np
 from datasets import Audio, Dataset
 
 from . import __version__
+from .audio_io import read_clip
 from .config import PosCUDAConfig
 from .formatting import number
-from .hf import read_clip
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def render_preview(
 
     ```py
     >>> from hf_poscuda import PosCUDAConfig, PosCUDAKey, protect_dataset
-    >>> from hf_poscuda.data import load_fsdd_mini
+    >>> from hf_poscuda.sources import load_fsdd_mini
     >>> from hf_poscuda.preview import render_preview
     >>> key, test = PosCUDAKey(bytes(range(32))), load_fsdd_mini()["test"]
     >>> page = render_preview(test, protect_dataset(test, key)[0], key_id=key.key_id, config=PosCUDAConfig(),
@@ -200,7 +200,7 @@ def _bytes(item: Any, dataset: Dataset, row: int, column: str) -> bytes:
     """The clip's stored bytes (what a listener gets), or a float WAV of its samples when it has only a path/array."""
     if isinstance(item, dict) and item.get("bytes"):
         return bytes(item["bytes"])
-    from .hf import float_wav_bytes
+    from .audio_io import float_wav_bytes
 
     data, sr, _ = read_clip(item, row, column)
     return float_wav_bytes(data, sr)
@@ -224,7 +224,7 @@ def write_preview(
 
     from datasets import DatasetDict
 
-    from .data import load_audio_dataset, source_name
+    from .sources import load_audio_dataset, source_name
     from .protect import protect_dataset
 
     loaded = load_audio_dataset(source)

@@ -8,13 +8,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 from datasets import Audio, Dataset, DatasetDict
 
+from .audio_io import OutputFormat
 from .config import PosCUDAConfig
-from .hf import OutputFormat, PosCUDA
 from .key import PosCUDAKey
-from .quality import energies, energy_ratio_db, measure_quality, paired_clips
+from .map_callable import PosCUDA
+from .quality import dataset_snr, measure_quality
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def protect_dataset(
     start = time.perf_counter()
     protected = raw.map(fn, batched=True, batch_size=batch_size, num_proc=num_proc, desc="PosCUDA protecting")
     seconds = time.perf_counter() - start
-    snr, measured = _dataset_snr(raw, protected, audio_column, snr_clips)
+    snr, measured = dataset_snr(raw, protected, audio_column, snr_clips)
     quality = measure_quality(raw, protected, quality_clips, audio_column) if quality_clips > 0 else None
     protected = protected.cast_column(audio_column, original_feature)
     summary = ProtectionSummary(
@@ -128,16 +128,6 @@ def protect_dataset(
     )
     logger.info("Protected %s", summary.format())
     return protected, summary
-
-
-def _dataset_snr(raw: Dataset, protected: Dataset, column: str, max_clips: int) -> tuple[float, int]:
-    """SNR over all compared clips together (total signal energy / total change energy)."""
-    signal = noise = 0.0
-    clips = 0
-    for x, y, _ in paired_clips(raw, protected, max_clips, column):
-        s, n = energies(x, y)
-        signal, noise, clips = signal + s, noise + n, clips + 1
-    return energy_ratio_db(signal, noise), clips
 
 
 def protect_splits(

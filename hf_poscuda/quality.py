@@ -33,7 +33,7 @@ def paired_clips(
     """
     from datasets import Audio
 
-    from .hf import read_clip
+    from .audio_io import read_clip
 
     rows = np.unique(np.linspace(0, len(original) - 1, num=min(max_clips, len(original))).astype(int)).tolist()
     a = original.cast_column(audio_column, Audio(decode=False)).select(rows)[audio_column]
@@ -57,6 +57,17 @@ def window_size(sampling_rate: int, seconds: float) -> int:
     ```
     """
     return int(2 ** math.ceil(math.log2(seconds * sampling_rate)))
+
+
+def dataset_snr(raw: Any, protected: Any, column: str = "audio", max_clips: int = 500) -> tuple[float, int]:
+    """SNR of ``protected`` against ``raw`` over up to ``max_clips`` evenly spaced row pairs together (total signal
+    energy over total change energy, in dB), and how many clips it was measured on."""
+    signal = noise = 0.0
+    clips = 0
+    for x, y, _ in paired_clips(raw, protected, max_clips, column):
+        s, n = energies(x, y)
+        signal, noise, clips = signal + s, noise + n, clips + 1
+    return energy_ratio_db(signal, noise), clips
 
 
 def energies(original: np.ndarray, protected: np.ndarray) -> tuple[float, float]:

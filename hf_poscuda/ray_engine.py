@@ -1,6 +1,6 @@
 """Protect datasets larger than one machine with Ray Data (``pip install 'hf-poscuda[ray]'``).
 
-The same :class:`~hf_poscuda.hf.PosCUDA` callable that ``Dataset.map`` uses runs as a Ray actor per worker
+The same :class:`~hf_poscuda.map_callable.PosCUDA` callable that ``Dataset.map`` uses runs as a Ray actor per worker
 (``map_batches`` with a callable class, Arrow batches in and out), so the output bytes are exactly those of
 ``ds.map(PosCUDA(key), batched=True)`` for the same rows. ``ray.init()`` starts a local cluster by itself; pass
 ``address=`` to use an existing one. Nothing else in hf-poscuda imports Ray.
@@ -22,13 +22,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import PosCUDAConfig
-from .hf import PosCUDA
 from .key import PosCUDAKey
+from .map_callable import PosCUDA
+from .quality import dataset_snr, measure_quality
+from .shards import ProtectedStream, SampleFigures, fingerprint, source_identity
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +72,43 @@ def _features_of(schema: Any) -> Any:
     return Features.from_dict(features) if features else None
 
 
-def _source_dataset(source: str, split: str | None, revision: str | None, token: str | None) -> tuple[Any, Any]:
-    """A Ray dataset for ``source`` and the ``datasets.Features`` it carries (``None`` when unknown)."""
-    ray = _ray()
+@dataclass
+class _Source:
+    """A source read by Ray: a ``save_to_disk`` table, or Parquet files (with their row counts, for resuming)."""
+
+    features: Any
+    schema: Any
+    table: Any = None
+    files: list[str] | None = None
+    filesystem: Any = None
+
+    def dataset(self, skip: int = 0) -> tuple[Any, int]:
+        """A Ray dataset from row ``skip`` on, give or take: whole Parquet files before it are not read; the rows of
+        the file it falls in that precede it must be dropped by the caller (returned as the second value)."""
+        ray = _ray()
+        if self.table is not None:
+            return ray.data.from_arrow(self.table.slice(skip)), 0
+        assert self.files is not None
+        files, drop = list(self.files), skip
+        if skip:
+            import pyarrow.parquet as pq
+
+            while files:
+                if self.filesystem is not None:
+                    with self.filesystem.open(files[0], "rb") as f:
+                        rows = pq.ParquetFile(f).metadata.num_rows
+                else:
+                    rows = pq.ParquetFile(files[0]).metadata.num_rows
+                if rows > drop:
+                    break
+                files, drop = files[1:], drop - rows
+        if not files:
+            return ray.data.from_items([]), 0
+        return ray.data.read_parquet(files, filesystem=self.filesystem), drop
+
+
+def _source_dataset(source: str, split: str | None, revision: str | None, token: str | None) -> _Source:
+    """How Ray reads ``source`` and the ``datasets.Features`` it carries (``None`` when unknown)."""
     path = Path(source)
     if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
         from datasets import DatasetDict, load_from_disk
@@ -80,7 +118,7 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
             if split is None or split not in loaded:
                 raise ValueError(f"{source!r} holds splits {list(loaded)}; pass split=... (CLI: --split).")
             loaded = loaded[split]
-        return ray.data.from_arrow(loaded.data.table), loaded.features
+        return _Source(loaded.features, loaded.data.table.schema, table=loaded.data.table)
     filesystem = None
     if source.startswith("hf://"):
         from urllib.parse import quote
@@ -101,7 +139,7 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
         found, base = [str(path)], str(path.parent)
     else:
         raise ValueError(f"{source!r} is not a Parquet file or folder, a save_to_disk folder or an hf:// path.")
-    paths: Any = _split_files(found, base, split, source)
+    paths = _split_files(found, base, split, source)
     import pyarrow.parquet as pq
 
     if filesystem is not None:
@@ -109,7 +147,7 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
             schema = pq.read_schema(f)
     else:
         schema = pq.read_schema(paths[0])
-    return ray.data.read_parquet(paths, filesystem=filesystem), _features_of(schema)
+    return _Source(_features_of(schema), schema, files=paths, filesystem=filesystem)
 
 
 def _split_of(file: str, base: str) -> str | None:
@@ -141,6 +179,131 @@ def _split_files(files: list[str], base: str, split: str | None, source: str) ->
     return files
 
 
+@contextmanager
+def ray_cluster(address: str | None = None) -> Iterator[Any]:
+    """Ray, initialised for the block: the running cluster, ``address``, or a new local one (shut down after)."""
+    ray = _ray()
+    started = False
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        started = True
+    elif address is not None:
+        logger.warning("Ray is already initialised in this process; address=%r is ignored.", address)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()  # a cluster this call started; one the caller started stays up
+
+
+def ray_stream(
+    source: str,
+    key: PosCUDAKey,
+    config: PosCUDAConfig | None = None,
+    *,
+    split: str | None = None,
+    audio_column: str = "audio",
+    label_column: str = "label",
+    label_names: list[str] | None = None,
+    batch_size: int = 100,
+    concurrency: int | None = None,
+    num_gpus: float = 0,
+    output_format: str = "wav",
+    revision: str | None = None,
+    token: str | None = None,
+    sample_clips: int = 50,
+    quality_clips: int = 0,
+) -> ProtectedStream:
+    """One split of ``source`` protected by a Ray actor pool, as an ordered stream of Arrow tables (Ray must be
+    initialised, e.g. inside :func:`ray_cluster`). Arguments as for :func:`protect_with_ray`; ``sample_clips`` and
+    ``quality_clips`` as for :func:`hf_poscuda.streaming.protected_stream`.
+
+    Raises:
+        ValueError: bad source or missing column (here); an unknown or unmapped label (when
+            :attr:`~hf_poscuda.shards.ProtectedStream.tables` is called, before any audio is read).
+    """
+    from datasets import Audio, Features
+
+    ray = _ray()
+    ray.data.DataContext.get_current().execution_options.preserve_order = True  # rows in the source's order
+    config = config or PosCUDAConfig()
+    src = _source_dataset(source, split, revision, token)
+    ds, _ = src.dataset()
+    columns = ds.schema().names
+    for column, role in ((audio_column, "audio"), (label_column, "label")):
+        if column not in columns:
+            raise ValueError(f"Column {column!r} not found; the dataset has columns {columns}. Pass "
+                             f"{role}_column=... .")
+    features = src.features
+    if features is None:  # plain Parquet: the audio struct is an Audio column
+        features = Features.from_arrow_schema(src.schema)
+        features[audio_column] = Audio()
+    if label_names is None and label_column in features:
+        label_names = getattr(features[label_column], "names", None)
+    if label_names is None:
+        values = ds.unique(label_column)
+        if any(isinstance(v, str) for v in values):
+            if any(v is None for v in values):
+                raise ValueError(f"Label column {label_column!r} has unlabelled rows (None); remove them first.")
+            label_names = sorted(values)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if concurrency is None:
+        gpus = ray.cluster_resources().get("GPU", 0)
+        concurrency = max(1, int(gpus / num_gpus)) if num_gpus else max(1, cpus - 1)
+    elif not num_gpus and concurrency >= cpus > 1:
+        raise ValueError(f"concurrency={concurrency} actors would take all {cpus} CPUs of the Ray cluster and leave "
+                         f"none to read and write the data (the job would stall); use at most {cpus - 1}.")
+    kwargs = {"audio_column": audio_column, "label_column": label_column, "label_names": label_names,
+              "output_format": output_format}
+    fn = PosCUDA(key, config, **kwargs)  # type: ignore[arg-type]
+
+    def tables(skip: int) -> Iterator[Any]:
+        row = 0  # every label checked before any audio is read or written, a batch at a time
+        for batch in ds.select_columns([label_column]).iter_batches(batch_size=100_000, batch_format="pyarrow"):
+            for label in batch.column(label_column).to_pylist():
+                fn.label_index(label, row)
+                row += 1
+        rest, drop = src.dataset(skip)
+        protected = rest.map_batches(
+            PosCUDA, fn_constructor_args=(key, config),
+            fn_constructor_kwargs={**kwargs, "device": "cuda" if num_gpus else "cpu"},
+            batch_format="pyarrow", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
+            num_gpus=num_gpus or None,
+        )
+        return _dropping(protected.iter_batches(batch_size=None, batch_format="pyarrow"), drop)
+
+    def sample() -> SampleFigures:
+        from datasets import Dataset, DatasetInfo
+        from datasets.table import InMemoryTable
+
+        if not sample_clips:
+            return SampleFigures(float("nan"), 0)
+        table = ds.limit(sample_clips).take_batch(sample_clips, batch_format="pyarrow")
+        table = table.select(features.arrow_schema.names).cast(features.arrow_schema)
+        original = Dataset(InMemoryTable(table), info=DatasetInfo(features=features))
+        original = original.cast_column(audio_column, Audio(decode=False))
+        protected = original.map(fn, batched=True, batch_size=batch_size)
+        snr, clips = dataset_snr(original, protected, audio_column, sample_clips)
+        quality = measure_quality(original, protected, quality_clips, audio_column) if quality_clips else None
+        return SampleFigures(snr, clips, quality)
+
+    digest = fingerprint(source=source_identity(source, revision, token), split=split or "train",
+                         audio_column=audio_column, label_column=label_column, label_names=label_names,
+                         key_id=key.key_id, parameters=config.to_dict(), output_format=output_format)
+    return ProtectedStream(split or "train", features, digest, key.key_id, config.to_dict(), output_format,
+                           label_column, list(label_names) if label_names else None, tables, sample, ds.count())
+
+
+def _dropping(tables: Iterator[Any], drop: int) -> Iterator[Any]:
+    """The tables without their first ``drop`` rows."""
+    for table in tables:
+        if drop >= table.num_rows:
+            drop -= table.num_rows
+            continue
+        yield table.slice(drop) if drop else table
+        drop = 0
+
+
 def protect_with_ray(
     source: str,
     output: str,
@@ -166,7 +329,7 @@ def protect_with_ray(
         source (`str`): Parquet file/folder, ``save_to_disk`` folder, or ``hf://datasets/<id>[/<config path>]``.
         output (`str`): folder for the Parquet shards, named ``{split}-00000-of-000NN.parquet`` (default split name
             ``train``), so ``load_dataset("parquet", data_dir=output)`` reads every split protected into it.
-        key (`PosCUDAKey`), config (`PosCUDAConfig`, *optional*): as for :class:`~hf_poscuda.hf.PosCUDA`.
+        key (`PosCUDAKey`), config (`PosCUDAConfig`, *optional*): as for :class:`~hf_poscuda.PosCUDA`.
         split (`str`, *optional*): which split (file names ``{split}-*.parquet`` or a ``{split}/`` folder; the split
             of a ``save_to_disk`` DatasetDict).
         label_names (`list[str]`, *optional*): class names in index order; default: ``ClassLabel`` names from the
@@ -183,78 +346,53 @@ def protect_with_ray(
     Raises:
         ValueError: bad source, missing column, unknown or unmapped label (before any row is written).
     """
-    ray = _ray()
     out = Path(output)
     name = split or "train"
     if any(out.glob(f"{name}-*.parquet")):
         raise ValueError(f"{output!r} already holds {name}-*.parquet shards; choose a new folder or remove them.")
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        started = True
-    elif address is not None:
-        logger.warning("Ray is already initialised in this process; address=%r is ignored.", address)
-    try:
-        return _run(ray, source, out, name, key, config, split, audio_column, label_column, label_names, batch_size,
-                    concurrency, num_gpus, output_format, revision, token, rows_per_shard)
-    finally:
-        if started:
-            ray.shutdown()  # a cluster this call started; one the caller started stays up
-
-
-def _run(
-    ray: Any, source: str, out: Path, name: str, key: PosCUDAKey, config: PosCUDAConfig | None, split: str | None,
-    audio_column: str, label_column: str, label_names: list[str] | None, batch_size: int, concurrency: int | None,
-    num_gpus: float, output_format: str, revision: str | None, token: str | None, rows_per_shard: int | None,
-) -> RayProtectionResult:
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # rows in the source's order
-    config = config or PosCUDAConfig()
-    ds, features = _source_dataset(source, split, revision, token)
-    columns = ds.schema().names
-    for column, role in ((audio_column, "audio"), (label_column, "label")):
-        if column not in columns:
-            raise ValueError(f"Column {column!r} not found; the dataset has columns {columns}. Pass "
-                             f"{role}_column=... .")
-    if label_names is None and features is not None and label_column in features:
-        label_names = getattr(features[label_column], "names", None)
-    if label_names is None:
-        values = ds.unique(label_column)
-        if any(isinstance(v, str) for v in values):
-            if any(v is None for v in values):
-                raise ValueError(f"Label column {label_column!r} has unlabelled rows (None); remove them first.")
-            label_names = sorted(values)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    if concurrency is None:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        concurrency = max(1, int(gpus / num_gpus)) if num_gpus else max(1, cpus - 1)
-    elif not num_gpus and concurrency >= cpus > 1:
-        raise ValueError(f"concurrency={concurrency} actors would take all {cpus} CPUs of the Ray cluster and leave "
-                         f"none to read and write the data (the job would stall); use at most {cpus - 1}.")
-    fn = PosCUDA(key, config, audio_column=audio_column, label_column=label_column, label_names=label_names,
-                 output_format=output_format)  # type: ignore[arg-type]
-    row = 0  # every label checked before any audio is read or written, a batch at a time
-    for batch in ds.select_columns([label_column]).iter_batches(batch_size=100_000, batch_format="pyarrow"):
-        for label in batch.column(label_column).to_pylist():
-            fn.label_index(label, row)
-            row += 1
-    start = time.perf_counter()
-    protected = ds.map_batches(
-        PosCUDA, fn_constructor_args=(key, config),
-        fn_constructor_kwargs={"audio_column": audio_column, "label_column": label_column,
-                               "label_names": label_names, "output_format": output_format,
-                               "device": "cuda" if num_gpus else "cpu"},
-        batch_format="pyarrow", batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_gpus=num_gpus or None,
-    )
-    # The driver writes the shards from Ray's ordered stream: Ray's own write_parquet names files by task, and its
-    # file order did not always follow the row order in tests. Rows stay in the source's order this way.
-    schema = features.arrow_schema if features is not None else None
-    files, rows = _write_shards(protected.iter_batches(batch_size=None, batch_format="pyarrow"), out, name, schema,
-                                rows_per_shard)
-    seconds = time.perf_counter() - start
+    with ray_cluster(address):
+        stream = ray_stream(source, key, config, split=split, audio_column=audio_column, label_column=label_column,
+                            label_names=label_names, batch_size=batch_size, concurrency=concurrency,
+                            num_gpus=num_gpus, output_format=output_format, revision=revision, token=token)
+        tables = stream.tables(0)
+        start = time.perf_counter()
+        # The driver writes the shards from Ray's ordered stream: Ray's own write_parquet names files by task, and
+        # its file order did not always follow the row order in tests. Rows stay in the source's order this way.
+        files, rows = _write_shards(tables, out, name, stream.features.arrow_schema, rows_per_shard)
+        seconds = time.perf_counter() - start
     logger.info("Protected %d rows with Ray into %d Parquet files in %.1f s", rows, len(files), seconds)
-    return RayProtectionResult(str(out), files, rows, seconds, key.key_id, list(label_names) if label_names else None,
-                               config.to_dict())
+    return RayProtectionResult(str(out), files, rows, seconds, key.key_id, stream.label_names, stream.config)
+
+
+def push_with_ray(
+    source: str,
+    repo_id: str,
+    key: PosCUDAKey,
+    config: PosCUDAConfig | None = None,
+    *,
+    split: str | None = None,
+    address: str | None = None,
+    stream_options: dict[str, Any] | None = None,
+    **push_options: Any,
+) -> Any:
+    """Protect one split with Ray and push it shard by shard (:func:`hf_poscuda.hub.push_stream`): resumable, and
+    nothing is kept on local disk.
+
+    Args:
+        source, key, config, split, address: as for :func:`protect_with_ray`.
+        repo_id (`str`): the Hub dataset repo.
+        stream_options (`dict`, *optional*): other arguments of :func:`ray_stream` (``batch_size``,
+            ``concurrency``, ``num_gpus``, ``output_format``, ``quality_clips``...).
+        push_options: arguments of :func:`hf_poscuda.hub.push_stream` (``card``, ``token``, ``rows_per_shard``...).
+
+    Returns:
+        :class:`hf_poscuda.hub.PushResult`
+    """
+    from .hub import push_stream
+
+    with ray_cluster(address):
+        stream = ray_stream(source, key, config, split=split, **(stream_options or {}))
+        return push_stream(stream, repo_id, key, **push_options)
 
 
 def _write_shards(

@@ -30,9 +30,10 @@ from typing import Any
 import numpy as np
 from datasets import Audio, Dataset
 
+from .audio_io import read_clip
 from .config import PosCUDAConfig
-from .hf import PosCUDA, read_clip
 from .key import PosCUDAKey
+from .map_callable import PosCUDA
 from .quality import window_size
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ def verify_split(
 
     ```py
     >>> from hf_poscuda import PosCUDAKey, protect_dataset
-    >>> from hf_poscuda.data import load_fsdd_mini
+    >>> from hf_poscuda.sources import load_fsdd_mini
     >>> from hf_poscuda.verify import verify_split
     >>> key = PosCUDAKey(bytes(range(32)))
     >>> test = load_fsdd_mini()["test"]
@@ -315,9 +316,9 @@ def read_record(source: str) -> dict[str, Any] | None:
                            for name, s in splits.items()}}
     if path.exists() or source.startswith((".", "/", "~")):
         return None
-    from .hub import PROTECTION_FILE, ProtectionRecord, _download_text
+    from .hub.record import PROTECTION_FILE, ProtectionRecord, download_text
 
-    text = _download_text(source, PROTECTION_FILE, None, None)
+    text = download_text(source, PROTECTION_FILE, None, None)
     if text is None:
         return None
     record = ProtectionRecord.from_json(text)
@@ -346,7 +347,7 @@ def verify(
     """
     from datasets import DatasetDict
 
-    from .data import load_audio_dataset
+    from .sources import load_audio_dataset
 
     record = read_record(source)
     if config is None:

@@ -15,12 +15,16 @@ def _free_port() -> int:
 
 # Before datasets / huggingface_hub are imported (both read these at import time): every Hub call of the test
 # session goes to the local test Hub (tests/hub_server.py), never to huggingface.co, and caches go to a temp dir.
-HUB_PORT = _free_port()
+# Processes the tests start (Ray's workers import this module again) inherit the session's port and caches.
+_INHERITED = "HF_POSCUDA_TEST_HUB_PORT" in os.environ
+HUB_PORT = int(os.environ["HF_POSCUDA_TEST_HUB_PORT"]) if _INHERITED else _free_port()
+os.environ["HF_POSCUDA_TEST_HUB_PORT"] = str(HUB_PORT)
 HUB_TOKEN = "hf_test_token_of_alice"
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_XET"] = "1"
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-poscuda-tests-hf-home-")
-atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
+if not _INHERITED:
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf-poscuda-tests-hf-home-")
+    atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ["HF_TOKEN"] = HUB_TOKEN
 os.environ.pop("HF_HUB_OFFLINE", None)
 os.environ.pop("HF_DATASETS_OFFLINE", None)

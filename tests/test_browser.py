@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 
 from hf_poscuda import PosCUDAConfig, PosCUDAKey
-from hf_poscuda.data import fsdd_mini_path
-from hf_poscuda.hf import encode_audio
+from hf_poscuda.audio_io import encode_audio
 from hf_poscuda.preview import write_preview
+from hf_poscuda.sources import fsdd_mini_path
 from tests.browsers import CHROMIUM, FIREFOX, REPORT_JS, run_page
 
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed (.ci/setup installs it)")

@@ -139,7 +139,9 @@ def test_readme_quotes_the_default_sentence():
 def test_the_core_does_not_import_the_evaluation_package():
     """Data flows one way: protecting, carding and pushing never load evaluation/ (models, training) or
     transformers; a fresh interpreter shows what an import really pulls in."""
-    code = ("import sys, hf_poscuda, hf_poscuda.card, hf_poscuda.hub, hf_poscuda.protect, hf_poscuda.cli; "
+    code = ("import sys, hf_poscuda, hf_poscuda.audio_io, hf_poscuda.labels, hf_poscuda.map_callable, "
+            "hf_poscuda.sources, hf_poscuda.card, hf_poscuda.hub, hf_poscuda.hub.shards, hf_poscuda.protect, "
+            "hf_poscuda.streaming, hf_poscuda.shards, hf_poscuda.leaks, hf_poscuda.errors, hf_poscuda.cli; "
             "bad = sorted(m for m in sys.modules if m.startswith(('hf_poscuda.evaluation', 'transformers', 'ray'))); "
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -76,7 +76,7 @@ def test_protect_empty_split_is_an_error(tmp_path, key_file, monkeypatch):
     result = runner.invoke(app, ["protect", str(tmp_path / "src"), str(tmp_path / "o"), "-k", str(key_file)])
     assert result.exit_code == 1 and "empty" in result.output and "Traceback" not in result.output
     # an empty split that loads fine (e.g. from the Hub) is refused by protect_dataset itself
-    monkeypatch.setattr("hf_poscuda.data.load_audio_dataset", lambda source, **kw: make_dataset(4).select([]))
+    monkeypatch.setattr("hf_poscuda.sources.load_audio_dataset", lambda source, **kw: make_dataset(4).select([]))
     result = runner.invoke(app, ["protect", "user/whatever", str(tmp_path / "o"), "-k", str(key_file)])
     assert result.exit_code == 1 and "The split is empty" in result.output
     assert not (tmp_path / "o").exists()

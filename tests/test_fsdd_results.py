@@ -106,7 +106,7 @@ def test_readme_tables_are_the_recorded_numbers():
 def test_default_reproduces_the_recorded_public_key_run():
     import torch
 
-    from hf_poscuda.data import load_fsdd
+    from hf_poscuda.sources import load_fsdd
     from hf_poscuda.evaluation import ModelSpec, TrainingRecipe, evaluate_protection
 
     runs = read(RESULTS, "runs.jsonl")

@@ -162,7 +162,7 @@ def test_perturbation_survives_the_write(key):
 def test_float_wav_is_deterministic_and_readable_by_soundfile_and_torchcodec():
     from torchcodec.decoders import AudioDecoder
 
-    from hf_poscuda.hf import float_wav_bytes
+    from hf_poscuda.audio_io import float_wav_bytes
 
     data = np.random.default_rng(0).standard_normal((2, 1001)).astype(np.float32) * 1.5  # above 1.0 on purpose
     blob = float_wav_bytes(data, 16000)
@@ -243,7 +243,7 @@ def test_not_batched_is_refused(dataset, key):
 
 
 def test_array_dicts_are_accepted(key):
-    from hf_poscuda.hf import read_clip
+    from hf_poscuda.audio_io import read_clip
 
     data, sr, path = read_clip({"array": np.ones(10), "sampling_rate": 8000, "path": "a.wav"}, 0)
     assert data.shape == (1, 10) and sr == 8000 and path == "a.wav"
@@ -257,7 +257,7 @@ def test_flac_refuses_a_clip_above_full_scale_instead_of_clipping_it():
 
     import soundfile as sf
 
-    from hf_poscuda.hf import encode_audio
+    from hf_poscuda.audio_io import encode_audio
 
     with pytest.raises(ValueError, match="above full scale.*output_format='wav'"):
         encode_audio(np.array([[0.5, 1.2, -0.3]], dtype=np.float32), 8000, "flac")
@@ -270,7 +270,7 @@ def _audio_bytes(ds):
 
 
 def test_memory_bound_splits_batches_by_length_without_changing_a_byte(key):
-    from hf_poscuda.hf import length_groups
+    from hf_poscuda.map_callable import length_groups
 
     ds = make_dataset(12, min_len=0.05, max_len=2.0)  # 400 to 16,000 samples
     unbounded = _audio_bytes(ds.map(PosCUDA(key, max_batch_samples=None), batched=True, batch_size=12))

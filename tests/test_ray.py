@@ -110,3 +110,59 @@ def test_cli_protect_with_the_ray_engine(tmp_path):
                                 "--num-workers", "2"])
     assert wrong.exit_code == 1 and "options of --engine ray" in wrong.output
 
+
+
+def test_push_with_ray_round_trips_through_the_hub_and_resumes(hub, tmp_path):
+    from typer.testing import CliRunner
+
+    from hf_poscuda.cli import app
+    from hf_poscuda.hub import PROTECTION_FILE, ProtectionRecord
+
+    data = DatasetDict({"train": make_dataset(11), "test": make_dataset(3, seed=1)})
+    data.save_to_disk(str(tmp_path / "saved"))
+    KEY.save(tmp_path / "k.key")
+    args = ["push", str(tmp_path / "saved"), "alice/rayed", "--key", str(tmp_path / "k.key"), "--engine", "ray",
+            "--split", "train", "--rows-per-shard", "4", "--license", "mit", "--batch-size", "3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "shards uploaded: 3, already on the Hub: 0" in result.output
+    got = load_dataset("alice/rayed", split="train")
+    want = data["train"].map(PosCUDA.for_dataset(data["train"], KEY), batched=True)
+    assert got["id"] == data["train"]["id"] and _bytes(got) == _bytes(want)
+    assert isinstance(got.features["audio"], Audio) and isinstance(got.features["label"], ClassLabel)
+    files = hub.files("alice/rayed")
+    assert KEY.key_id in files["README.md"].decode()
+    assert ProtectionRecord.from_json(files[PROTECTION_FILE].decode()).summaries()["train"].clips == 11
+    again = CliRunner().invoke(app, args)  # a finished push is not protected or uploaded again
+    assert again.exit_code == 0 and "shards uploaded: 0, already on the Hub: 3" in again.output, again.output
+
+
+def test_a_resumed_ray_stream_skips_whole_source_files_and_drops_the_rest(tmp_path):
+    import pyarrow as pa
+
+    from hf_poscuda.ray_engine import ray_stream
+
+    ds = make_dataset(23)
+    for i in range(3):  # 8 + 8 + 7 rows
+        ds.shard(3, i, contiguous=True).to_parquet(str(tmp_path / "src" / f"train-{i:05d}-of-00003.parquet"))
+    stream = ray_stream(str(tmp_path / "src"), KEY, batch_size=5)
+    assert stream.num_rows == 23 and stream.split == "train"
+    rest = pa.concat_tables(list(stream.tables(9)))
+    want = ds.map(PosCUDA.for_dataset(ds, KEY), batched=True).select(range(9, 23))
+    assert rest.column("id").to_pylist() == want["id"]
+    assert [a["bytes"] for a in rest.column("audio").to_pylist()] == _bytes(want)
+    figures = stream.sample()
+    assert figures.snr_clips == 23 and figures.snr_db > -10
+
+
+def test_ray_reads_hf_paths_from_the_hub(hub, tmp_path):
+    data = DatasetDict({"train": make_dataset(9), "test": make_dataset(3, seed=1)})
+    data.push_to_hub("alice/parquet-source")
+    result = protect_with_ray("hf://datasets/alice/parquet-source", str(tmp_path / "out"), KEY, split="train",
+                              batch_size=4)
+    assert result.rows == 9
+    got = load_dataset("parquet", data_dir=str(tmp_path / "out"))["train"]
+    want = data["train"].map(PosCUDA.for_dataset(data["train"], KEY), batched=True)
+    assert got["id"] == data["train"]["id"] and _bytes(got) == _bytes(want)
+    with pytest.raises(ValueError, match="No Parquet files of split 'validation'"):
+        protect_with_ray("hf://datasets/alice/parquet-source", str(tmp_path / "out2"), KEY, split="validation")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from hf_poscuda import PosCUDAConfig, PosCUDAKey, protect_dataset
 from hf_poscuda.cli import app
-from hf_poscuda.data import fsdd_mini_path, load_audio_dataset, load_fsdd_mini
+from hf_poscuda.sources import fsdd_mini_path, load_audio_dataset, load_fsdd_mini
 from hf_poscuda.verify import blind_check, decoy_key, verify, verify_split
 
 runner = CliRunner()

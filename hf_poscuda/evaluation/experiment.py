@@ -14,8 +14,8 @@ import torch
 from datasets import Audio, Dataset, DatasetDict
 
 from .. import __version__
+from ..audio_io import read_clip
 from ..config import PosCUDAConfig
-from ..hf import read_clip
 from ..key import PosCUDAKey
 from ..protect import protect_dataset
 from ..quality import measure_quality

@@ -1,4 +1,4 @@
-"""Loading audio datasets: the embedded FSDD subset, FSDD from disk, and any ``save_to_disk``/audiofolder/Hub source."""
+"""Dataset sources: load one (embedded FSDD subset, FSDD, save_to_disk/audiofolder/Hub) and find its license."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Features, Value
 
 logger = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def _resampled(path: Path, sampling_rate: int | None) -> bytes:
         return path.read_bytes()
     import soundfile as sf
 
-    from .hf import encode_audio
+    from .audio_io import encode_audio
     from .quality import change_rate
 
     data, sr = sf.read(path, dtype="float32", always_2d=True)

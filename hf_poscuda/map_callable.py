@@ -1,39 +1,29 @@
 """The picklable callable for ``Dataset.map``: Audio column in, protected Audio column out. Knows nothing of the Hub.
 
-Reading: raw file bytes are read with `soundfile` (from ``Audio(decode=False)`` dicts, or from the source bytes
-that a decoding column's ``AudioDecoder`` keeps), which is about 3x faster than decoding through torchcodec;
-anything soundfile cannot read falls back to torchcodec.
-
-Writing: each protected clip is written as a 32-bit float WAV by default (``output_format="wav"``), so the
-stored audio is bit-for-bit what the transform computed: no clipping at ±1 and no 16-bit quantisation that
-would erase small perturbations. ``output_format="flac"`` stores 24-bit FLAC instead (about 2x smaller;
-quantisation step 1.2e-7, far below any useful perturbation).
+Reading and writing the clips is :mod:`hf_poscuda.audio_io`'s job, mapping labels to classes
+:mod:`hf_poscuda.labels`'s; this module batches clips by sampling rate, channels and length, and runs the transform.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import posixpath
-import struct
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-import soundfile as sf
 import torch
 
+from .audio_io import OUTPUT_FORMATS, Clip, OutputFormat, check_finite, encode_audio, open_clip, renamed
 from .config import PosCUDAConfig
 from .key import PosCUDAKey
+from .labels import check_label_names, dataset_label_names, label_index
 from .transform import PosCUDATransform
 
 logger = logging.getLogger(__name__)
 
-OutputFormat = Literal["wav", "flac"]
 #: Default bound on one padded sub-batch: 2**24 samples (64 MB as float32), see ``PosCUDA(max_batch_samples=...)``.
 MAX_BATCH_SAMPLES = 2**24
-_FORMATS: dict[str, tuple[str, str, str]] = {"wav": ("WAV", "FLOAT", ".wav"), "flac": ("FLAC", "PCM_24", ".flac")}
 _IMPORT_PID = os.getpid()
 _worker_threads_set = False
 
@@ -114,17 +104,9 @@ class PosCUDA:
             raise TypeError(f"key must be a PosCUDAKey (PosCUDAKey.generate() or .load(path)), got {type(key).__name__}.")
         if config is not None and not isinstance(config, PosCUDAConfig):
             raise TypeError(f"config must be a PosCUDAConfig, got {type(config).__name__}.")
-        if output_format not in _FORMATS:
-            raise ValueError(f"output_format must be one of {list(_FORMATS)}, got {output_format!r}.")
-        names = tuple(label_names) if label_names is not None else None
-        if names is not None:
-            if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-                raise ValueError("label_names must be distinct strings, in class-index order.")
-            if num_classes is not None and num_classes != len(names):
-                raise ValueError(f"num_classes={num_classes} disagrees with {len(names)} label_names.")
-            num_classes = len(names)
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output_format must be one of {list(OUTPUT_FORMATS)}, got {output_format!r}.")
+        names, num_classes = check_label_names(label_names, num_classes)
         if max_batch_samples is not None and (not isinstance(max_batch_samples, int) or max_batch_samples < 1):
             raise ValueError(f"max_batch_samples must be a positive int, got {max_batch_samples!r}.")
         self.key = key
@@ -156,7 +138,7 @@ class PosCUDA:
             config (`PosCUDAConfig`, *optional*): protection knobs.
             kwargs: other arguments of :class:`PosCUDA` (``audio_column``, ``label_column``, ``device``, ...).
         """
-        from datasets import Audio, ClassLabel, Value
+        from datasets import Audio
 
         audio_column = kwargs.get("audio_column", "audio")
         label_column = kwargs.get("label_column", "label")
@@ -177,28 +159,10 @@ class PosCUDA:
                 f"Column {audio_column!r} is {features[audio_column]!r}, not an Audio feature. Cast it with "
                 f"ds.cast_column({audio_column!r}, datasets.Audio()) or pass audio_column=... ."
             )
-        feature = features[label_column]
         if "label_names" not in kwargs:
-            if isinstance(feature, ClassLabel):
-                kwargs["label_names"] = feature.names
-            elif isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
-                if not hasattr(dataset, "unique"):
-                    raise ValueError(
-                        f"Label column {label_column!r} holds strings and this dataset cannot list its values "
-                        "(streaming). Pass label_names=[...] in class-index order."
-                    )
-                values = dataset.unique(label_column)
-                if any(v is None for v in values):
-                    raise ValueError(
-                        f"Label column {label_column!r} has unlabelled rows (None). Remove them "
-                        f"(ds.filter(lambda r: r[{label_column!r}] is not None)) before protecting."
-                    )
-                kwargs["label_names"] = sorted(values)
-            elif not (isinstance(feature, Value) and feature.dtype.startswith(("int", "uint"))):
-                raise ValueError(
-                    f"Label column {label_column!r} is {feature!r}; expected a ClassLabel, an integer or a string "
-                    "column. Cast it (e.g. ds.class_encode_column(...)) or pass label_column=... ."
-                )
+            names = dataset_label_names(dataset, label_column)
+            if names is not None:  # integer labels: the labels are the class indices
+                kwargs["label_names"] = names
         return cls(key, config, **kwargs)
 
     # ------------------------------------------------------------------ datasets integration
@@ -223,36 +187,12 @@ class PosCUDA:
         return self._transform
 
     def label_index(self, label: Any, row: int) -> int:
-        """Map one label to its class index, or raise a ``ValueError`` that says how to fix it."""
-        where = f"row {row} of the batch, column {self.label_column!r}"
-        if label is None:
-            raise ValueError(
-                f"Unlabelled row ({where} is None). PosCUDA needs every clip's class; remove unlabelled rows "
-                f"first, e.g. ds.filter(lambda r: r[{self.label_column!r}] is not None)."
-            )
-        if isinstance(label, str):
-            if self.label_names is None:
-                raise ValueError(
-                    f"String label {label!r} ({where}) but no label_names were given. Use "
-                    "PosCUDA.for_dataset(ds, key) (sorted distinct values) or pass label_names=[...] in index order."
-                )
-            try:
-                return self.label_names.index(label)
-            except ValueError:
-                raise ValueError(
-                    f"Unknown label {label!r} ({where}); known classes are {list(self.label_names)}. "
-                    "Pass the full label_names list."
-                ) from None
-        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
-            raise ValueError(
-                f"Non-integer label {label!r} of type {type(label).__name__} ({where}); expected a class index "
-                "(int or ClassLabel) or a string. Convert the column, e.g. ds.class_encode_column(...)."
-            )
-        index = int(label)
-        if index < 0 or (self.num_classes is not None and index >= self.num_classes):
-            bound = f"[0, {self.num_classes})" if self.num_classes is not None else ">= 0"
-            raise ValueError(f"Label {index} ({where}) is outside the known classes {bound}. Fix the label.")
-        return index
+        """Map one label to its class index, or raise a ``ValueError`` that says how to fix it.
+
+        Uses this callable's :attr:`label_column`, :attr:`label_names` and :attr:`num_classes`; see
+        :func:`hf_poscuda.labels.label_index`.
+        """
+        return label_index(label, row, self.label_column, self.label_names, self.num_classes)
 
     def __call__(self, batch: Any) -> Any:
         """Protect one batch: a ``datasets`` batch (dict of lists; returns the new audio column), or a
@@ -280,10 +220,10 @@ class PosCUDA:
         indices = [self.label_index(label, i) for i, label in enumerate(labels)]
         clips = [open_clip(item, i, self.audio_column) for i, item in enumerate(items)]
         encoded = self._protect(clips, indices)
-        ext = _FORMATS[self.output_format][2]
+        ext = OUTPUT_FORMATS[self.output_format][2]
         return {
             self.audio_column: [
-                {"bytes": data, "path": _renamed(clip.path, ext)} for clip, data in zip(clips, encoded, strict=True)
+                {"bytes": data, "path": renamed(clip.path, ext)} for clip, data in zip(clips, encoded, strict=True)
             ]
         }
 
@@ -331,7 +271,7 @@ class PosCUDA:
             self._scratch = np.empty(max(size, 1), dtype=np.float32)
         return self._scratch[:size].reshape(shape)
 
-    def _protect(self, clips: list[_Clip], labels: list[int]) -> list[bytes]:
+    def _protect(self, clips: list[Clip], labels: list[int]) -> list[bytes]:
         """Protect and encode: clips sharing a sampling rate and channel count go through one padded tensor."""
         device = resolve_device(self.device)
         result: list[bytes] = [b""] * len(clips)
@@ -349,7 +289,7 @@ class PosCUDA:
             for j, i in enumerate(rows):
                 clips[i].read_into(padded[j])
                 padded[j, :, lengths[j] :] = 0.0
-            _check_finite(padded, [clips[i] for i in rows], self.audio_column)
+            check_finite(padded, [clips[i] for i in rows], self.audio_column)
             audio = torch.from_numpy(padded)
             on_cpu = device.type == "cpu"
             y = self.transform(
@@ -372,7 +312,7 @@ def length_groups(lengths: Sequence[int], channels: int, max_samples: int) -> li
     Example:
 
     ```py
-    >>> from hf_poscuda.hf import length_groups
+    >>> from hf_poscuda.map_callable import length_groups
     >>> length_groups([8000, 480000, 8000, 7000], channels=1, max_samples=100_000)
     [[3, 0, 2], [1]]
 
@@ -389,147 +329,3 @@ def length_groups(lengths: Sequence[int], channels: int, max_samples: int) -> li
     if current:
         groups.append(current)
     return groups
-
-
-def _check_finite(padded: np.ndarray, clips: list[_Clip], column: str) -> None:
-    """One reduction per batch; only on failure look for the offending clip to name it."""
-    if np.isfinite(padded.sum()):  # NaN/inf propagate through a sum
-        return
-    for j, clip in enumerate(clips):
-        if not np.isfinite(padded[j]).all():
-            raise ValueError(
-                f"Audio with NaN or infinite samples (row {clip.row} of the batch, column {column!r}, "
-                f"path={clip.path!r}). Fix or drop that clip; PosCUDA refuses to write it."
-            )
-
-
-def encode_audio(data: np.ndarray, sampling_rate: int, output_format: OutputFormat = "wav") -> bytes:
-    """Encode float32 ``[channels, samples]`` as file bytes, deterministically (same input, same bytes).
-
-    ``"wav"`` is written here rather than by libsndfile, whose float WAVs carry a ``PEAK`` chunk with a
-    timestamp: identical audio would get different bytes each second, defeating caching and comparison.
-    """
-    if output_format == "wav":
-        return float_wav_bytes(data, sampling_rate)
-    if data.size and float(np.abs(data).max()) > 1.0:
-        raise ValueError(
-            f"A protected clip peaks at {float(np.abs(data).max()):.3f}, above full scale (its source does too: "
-            f"protection never raises a clip's peak above max(1, its original peak)); {output_format} would clip it. "
-            "Use output_format='wav' (32-bit float) for this dataset."
-        )
-    fmt, subtype, _ = _FORMATS[output_format]
-    buffer = io.BytesIO()
-    sf.write(buffer, data.T, sampling_rate, format=fmt, subtype=subtype)
-    return buffer.getvalue()
-
-
-def float_wav_bytes(data: np.ndarray, sampling_rate: int) -> bytes:
-    """A minimal RIFF/WAVE file of IEEE float32 samples (``WAVE_FORMAT_IEEE_FLOAT``, with the ``fact`` chunk)."""
-    channels, frames = data.shape
-    payload = memoryview(np.ascontiguousarray(data.T, dtype="<f4")).cast("B")  # no copy for mono
-    block = 4 * channels
-    fmt = struct.pack("<HHIIHHH", 3, channels, sampling_rate, sampling_rate * block, block, 32, 0)
-    header = (
-        b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 12 + 8 + len(payload)) + b"WAVE"
-        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        + b"fact" + struct.pack("<II", 4, frames)
-        + b"data" + struct.pack("<I", len(payload))
-    )
-    return b"".join((header, payload))
-
-
-def _renamed(path: str | None, ext: str) -> str | None:
-    """Same name with the output format's extension (datasets infers the format from it)."""
-    if not path:
-        return None
-    stem, old = posixpath.splitext(path)
-    return path if old == ext else (stem if old else path) + ext
-
-
-class _Clip:
-    """One audio item, opened: its format is known, its samples are read on demand into a caller's buffer."""
-
-    __slots__ = ("row", "path", "sampling_rate", "frames", "channels", "_reader", "_array")
-
-    def __init__(self, row: int, path: str | None, reader: sf.SoundFile | None, array: np.ndarray | None, sr: int):
-        self.row, self.path, self.sampling_rate = row, path, int(sr)
-        self._reader, self._array = reader, array
-        if reader is not None:
-            self.frames, self.channels = int(reader.frames), int(reader.channels)
-        else:
-            assert array is not None
-            self.channels, self.frames = array.shape
-
-    def read_into(self, out: np.ndarray) -> None:
-        """Write the samples into ``out[:, :frames]`` (``out`` is ``[channels, >= frames]`` float32)."""
-        if self._array is not None:
-            out[:, : self.frames] = self._array
-            return
-        assert self._reader is not None
-        with self._reader:
-            if self.channels == 1:
-                self._reader.read(self.frames, dtype="float32", out=out[0, : self.frames])
-            else:
-                out[:, : self.frames] = self._reader.read(self.frames, dtype="float32", always_2d=True).T
-
-
-def open_clip(item: Any, row: int, column: str = "audio") -> _Clip:
-    """Open one audio item without decoding it yet.
-
-    Accepts ``{"bytes", "path"}`` dicts (``Audio(decode=False)``), ``AudioDecoder`` objects (decoding ``Audio``;
-    their source bytes are read directly) and ``{"array", "sampling_rate"}`` dicts.
-
-    Raises:
-        ValueError: the item is not audio or has no data.
-    """
-    where = f"row {row} of the batch, column {column!r}"
-    if item is None:
-        raise ValueError(f"Missing audio ({where} is None). Remove rows without audio before protecting.")
-    if hasattr(item, "get_all_samples"):  # torchcodec AudioDecoder (datasets >= 4)
-        encoded = getattr(item, "_hf_encoded", None) or {}
-        return _open_encoded(encoded.get("bytes"), encoded.get("path"), row, fallback=item)
-    if isinstance(item, dict) and "array" in item:
-        data = np.asarray(item["array"], dtype=np.float32)
-        sr = item.get("sampling_rate")
-        if not isinstance(sr, (int, np.integer)) or sr <= 0:
-            raise ValueError(f"Audio array without a valid sampling_rate ({where}): got {sr!r}.")
-        data = data[None, :] if data.ndim == 1 else data
-        if data.ndim != 2:
-            raise ValueError(f"Audio array must be [samples] or [channels, samples] ({where}); got {data.shape}.")
-        return _Clip(row, item.get("path"), None, data, sr)
-    if isinstance(item, dict) and ("bytes" in item or "path" in item):
-        if item.get("bytes") is None and not item.get("path"):
-            raise ValueError(f"Audio item has neither bytes nor path ({where}).")
-        return _open_encoded(item.get("bytes"), item.get("path"), row, fallback=None)
-    raise ValueError(
-        f"Column {column!r} does not hold audio ({where} is a {type(item).__name__}). Expected an Audio "
-        f"feature: cast it with ds.cast_column({column!r}, datasets.Audio()) or pass audio_column=... ."
-    )
-
-
-def read_clip(item: Any, row: int, column: str = "audio") -> tuple[np.ndarray, int, str | None]:
-    """Read one audio item as float32 ``[channels, samples]``, its sampling rate and its path (see :func:`open_clip`).
-
-    Raises:
-        ValueError: the item is not audio, or holds NaN/inf samples.
-    """
-    clip = open_clip(item, row, column)
-    data = np.zeros((clip.channels, clip.frames), dtype=np.float32)
-    clip.read_into(data)
-    _check_finite(data[None], [clip], column)
-    return data, clip.sampling_rate, clip.path
-
-
-def _open_encoded(data: bytes | None, path: str | None, row: int, fallback: Any) -> _Clip:
-    source: Any = io.BytesIO(data) if data is not None else path
-    try:
-        reader = sf.SoundFile(source)
-        return _Clip(row, path, reader, None, reader.samplerate)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:  # format soundfile cannot read: use torchcodec
-        logger.debug("soundfile could not read %r (%s); decoding with torchcodec", path, err)
-    if fallback is None:
-        from torchcodec.decoders import AudioDecoder
-
-        fallback = AudioDecoder(data if data is not None else path)
-    decoded = fallback.get_all_samples()
-    return _Clip(row, path, None, decoded.data.cpu().numpy().astype(np.float32), decoded.sample_rate)
