@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory.py           # batches of 100 clips at 16 kHz
     python benchmarks/bench_memory.py --quick   # a 60 s clip instead of 5 min
+    python benchmarks/bench_memory.py --hour    # also one 1-hour clip (bounded only: unbounded needs ~23 GB)
 
 Each case runs in a fresh process (peak resident memory is per process): a batch of 100 one-second clips, then
 the same with one clip replaced by a long one, protected with the default bound (``max_batch_samples``, clips
@@ -50,6 +51,7 @@ def case(long_seconds: float, bounded: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--hour", action="store_true")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
@@ -59,6 +61,8 @@ def main() -> None:
     long = 60.0 if args.quick else 300.0
     cases = [("100 x 1 s", 0.0, True), (f"99 x 1 s + 1 x {long:g} s, bounded (default)", long, True),
              (f"99 x 1 s + 1 x {long:g} s, unbounded (0.2)", long, False)]
+    if args.hour:
+        cases.append(("99 x 1 s + 1 x 3600 s, bounded (default)", 3600.0, True))
     print("| batch (16 kHz) | audio | peak RSS | memory growth in the batch | clips/s | growth / all-short | "
           "audio-s per s / all-short |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -23,13 +23,13 @@ from .formatting import number as _num
 from .formatting import percent as _pct
 from .key import PosCUDAKey
 from .protect import ProtectionSummary
+from .report_schema import GOAL_ACCURACY, EvaluationReport
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_NAME = "dataset_card.md"
 BASE_TAGS = ("audio", "poscuda", "unlearnable", "unlearnable-examples", "privacy")
 TASK_CATEGORIES = ("audio-classification",)
-GOAL_ACCURACY = 0.2
 
 
 MEASURED_NAME = "fsdd_measured.json"
@@ -100,22 +100,13 @@ def _union(existing: Any, ours: Sequence[str]) -> list[str]:
 
 
 def evaluation_for(report: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """The entry of an evaluation report whose protection parameters equal ``config``.
+    """The entry of an evaluation report whose protection parameters equal ``config`` (as written in the report).
 
     Raises:
-        ValueError: the report did not measure these parameters (the card would otherwise show numbers for
-            something else).
+        ValueError: not a report, or the report did not measure these parameters (the card would otherwise show
+            numbers for something else).
     """
-    if not isinstance(report, Mapping) or "settings" not in report:
-        raise ValueError("The evaluation report is not an hf-poscuda report (no 'settings'); pass report.json.")
-    for entry in report["settings"]:
-        if dict(entry.get("config", {})) == dict(config):
-            return dict(entry)
-    names = [s.get("name") for s in report["settings"]]
-    raise ValueError(
-        f"The evaluation report has no setting with the parameters being pushed (it has {names}). Run "
-        "`hf-poscuda evaluate` with the same preset/knobs, or push without --eval-report."
-    )
+    return dict(EvaluationReport.from_dict(report).setting_for(config).raw)
 
 
 def render_card(
@@ -305,33 +296,32 @@ def _split_row(name: str, s: ProtectionSummary) -> dict[str, Any]:
 
 
 def _evaluation_context(report: Mapping[str, Any], config: Mapping[str, Any], key_id: str) -> dict[str, Any]:
-    entry = evaluation_for(report, config)
+    typed = EvaluationReport.from_dict(report)
+    setting = typed.setting_for(config)
     models = []
-    for label, run in entry["models"].items():
-        clean, prot = run["clean"]["test_accuracy"], run["protected"]["test_accuracy"]
-        peak = run["protected"].get("peak_test_accuracy")
-        held = prot <= GOAL_ACCURACY and (peak is None or not math.isfinite(peak) or peak <= GOAL_ACCURACY)
-        weak = no_evidence(clean, entry.get("num_classes"))  # near chance even on clean data: proves nothing
-        start = run.get("start") or {}
-        pretrained = start.get("from") == "pretrained"
-        checkpoint = display_checkpoint(str(start.get("checkpoint")))  # a local path: its last folder only
+    for label, run in setting.models.items():
+        clean, prot = run.clean.test_accuracy, run.protected.test_accuracy
+        weak = no_evidence(clean, setting.num_classes)  # near chance even on clean data: proves nothing
+        start = run.start
+        checkpoint = display_checkpoint(str(start.checkpoint))  # a local path: its last folder only
         models.append({"name": display_label(label), "clean": _pct(clean), "protected": _pct(prot),
-                       "peak": _pct(peak), "held": held and not weak, "no_evidence": weak, "pretrained": pretrained,
+                       "peak": _pct(run.protected.peak_test_accuracy), "held": run.held() and not weak,
+                       "no_evidence": weak, "pretrained": start.pretrained,
                        "start": (f"pretrained start: fine-tunes `{checkpoint}`, "
-                                 f"{finetune_words(start.get('finetune'))}") if pretrained else "from scratch"})
+                                 f"{finetune_words(start.finetune)}") if start.pretrained else "from scratch"})
     attacks = []
-    for name, result in (entry.get("attacks") or {}).items():
-        cells = [attack_cell(result, label, run["protected"]["test_accuracy"]) for label, run in entry["models"].items()]
+    for name, result in setting.attacks.items():
+        cells = [attack_cell(result, label, run.protected.test_accuracy) for label, run in setting.models.items()]
         attacks.append({"name": name, "kind": result["kind"], "description": result["description"],
                         "pesq": _num(result.get("quality", {}).get("pesq"), 2), "cells": cells})
-    q = entry.get("quality", {})
+    q = setting.quality
     return {
-        "dataset": report.get("dataset", "?"),
-        "setting": entry.get("name"),
-        "train_clips": entry.get("train_clips"),
-        "test_clips": entry.get("test_clips"),
-        "seed": report.get("recipe", {}).get("seed"),
-        "same_key": entry.get("key_id") == key_id,
+        "dataset": typed.dataset,
+        "setting": setting.raw.get("name"),
+        "train_clips": setting.train_clips,
+        "test_clips": setting.test_clips,
+        "seed": typed.recipe.get("seed"),
+        "same_key": setting.key_id == key_id,
         "pesq": _num(q.get("pesq"), 2),
         "snr_db": _num(q.get("snr_db_overall"), 1),
         "models": models,

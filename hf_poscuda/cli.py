@@ -469,10 +469,14 @@ def _read_report(path: Path | None) -> dict[str, Any] | None:
         return None
     if not path.is_file():
         raise FileNotFoundError(f"Evaluation report {str(path)!r} not found (hf-poscuda evaluate writes report.json).")
+    from .report_schema import EvaluationReport
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        report = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{str(path)!r} is not valid JSON ({err.msg}); pass the report.json of hf-poscuda evaluate.")
+    EvaluationReport.from_dict(report)  # its structure is checked before anything is protected or uploaded
+    return report
 
 
 @app.command(epilog="Example: hf-poscuda demo --output ./protected-fsdd-mini")

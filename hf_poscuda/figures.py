@@ -13,12 +13,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from .report_schema import GOAL_ACCURACY, SettingResult
+
 logger = logging.getLogger(__name__)
 
 FIGURE_FILE = "poscuda_evaluation.png"
 
 
-def evaluation_chart(entry: Mapping[str, Any], goal: float = 0.2) -> bytes | None:
+def evaluation_chart(entry: Mapping[str, Any], goal: float = GOAL_ACCURACY) -> bytes | None:
     """PNG bytes of the chart for one report setting (see :mod:`hf_poscuda.evaluation.report`), or ``None`` when
     matplotlib is not installed. The same entry gives the same bytes (no timestamp in the file)."""
     try:
@@ -30,12 +32,13 @@ def evaluation_chart(entry: Mapping[str, Any], goal: float = 0.2) -> bytes | Non
     import matplotlib.pyplot as plt
     import numpy as np
 
-    models = list(entry["models"])
+    setting = SettingResult.from_dict(entry)
+    models = list(setting.models)
     bars: list[tuple[str, list[float]]] = [
-        ("trained on clean data", [entry["models"][m]["clean"]["test_accuracy"] for m in models]),
-        ("trained on protected data", [entry["models"][m]["protected"]["test_accuracy"] for m in models]),
+        ("trained on clean data", [setting.models[m].clean.test_accuracy for m in models]),
+        ("trained on protected data", [setting.models[m].protected.test_accuracy for m in models]),
     ]
-    for name, result in (entry.get("attacks") or {}).items():
+    for name, result in setting.attacks.items():
         runs = result.get("models", {})
         bars.append((f"protected + {name}", [runs[m]["test_accuracy"] if m in runs else np.nan for m in models]))
     width = 0.8 / len(bars)

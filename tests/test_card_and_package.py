@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -224,3 +225,26 @@ def test_card_states_how_the_audio_is_stored():
     assert "24-bit FLAC" in render_card({"train": flac}, license="mit")
     with pytest.raises(ValueError, match="one output format"):
         render_card({"train": wav, "test": flac}, license="mit")
+
+
+def test_the_typed_report_says_what_is_missing_and_judges_models_like_the_card():
+    from hf_poscuda.report_schema import GOAL_ACCURACY, EvaluationReport
+
+    good = {"dataset": "fsdd", "recipe": {"seed": 0}, "settings": [{"name": "default", "config": {"a": 1}, "models": {
+        "held": {"clean": {"test_accuracy": 0.9}, "protected": {"test_accuracy": GOAL_ACCURACY}},
+        "peaked": {"clean": {"test_accuracy": 0.9}, "protected": {"test_accuracy": 0.1, "peak_test_accuracy": 0.3}},
+        "failed": {"clean": {"test_accuracy": 0.9}, "protected": {"test_accuracy": 0.21},
+                   "start": {"from": "pretrained", "checkpoint": "ckpt", "finetune": "probe"}}}}]}
+    setting = EvaluationReport.from_dict(good).setting_for({"a": 1})
+    assert [m.held() for m in setting.models.values()] == [True, False, False]
+    assert setting.models["failed"].start.pretrained and setting.models["failed"].start.finetune == "probe"
+    with pytest.raises(ValueError, match="no setting with the parameters"):
+        EvaluationReport.from_dict(good).setting_for({"a": 2})
+    broken = json.loads(json.dumps(good))
+    del broken["settings"][0]["models"]["held"]["protected"]["test_accuracy"]
+    with pytest.raises(ValueError, match=r"models\[held\]\.protected\.test_accuracy"):
+        EvaluationReport.from_dict(broken)
+    with pytest.raises(ValueError, match="schema version 2"):
+        EvaluationReport.from_dict({**good, "schema_version": 2})
+    with pytest.raises(ValueError, match="not an hf-poscuda report"):
+        EvaluationReport.from_dict({"models": {}})

@@ -35,6 +35,7 @@ import numpy as np
 from ..config import PosCUDAConfig
 from ..formatting import display_label, key_range
 from ..key import PosCUDAKey
+from ..report_schema import GOAL_ACCURACY
 from .attacks import get_attack
 from .models import CNN_MODELS
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
@@ -293,7 +294,8 @@ def summary_markdown(
 
 def plot_frontier(
     rows: Sequence[dict[str, Any]], path: str | Path, models: Sequence[str], attacks: Sequence[str],
-    *, split: str = "official", sampling_rate: int = 8000, goal_accuracy: float = 0.2, goal_pesq: float = 4.0,
+    *, split: str = "official", sampling_rate: int = 8000, goal_accuracy: float = GOAL_ACCURACY,
+    goal_pesq: float = 4.0,
 ) -> Path:
     """Accuracy (mean over keys; bars to the worst key) against PESQ, one panel per countermeasure, a marker per
     model; the goal region shaded. The frontier a default is chosen from."""

@@ -47,11 +47,11 @@ from .. import __version__
 from ..formatting import attack_cell, finetune_words, no_evidence
 from ..formatting import number as _num
 from ..formatting import percent as _pct
+from ..report_schema import GOAL_ACCURACY, SCHEMA_VERSION, EvaluationReport, SettingResult
 from .training import TrainingRecipe
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 
 
 def build_report(settings: list[dict[str, Any]], recipe: TrainingRecipe, dataset: str) -> dict[str, Any]:
@@ -78,21 +78,22 @@ def build_report(settings: list[dict[str, Any]], recipe: TrainingRecipe, dataset
 
 def report_markdown(report: dict[str, Any]) -> str:
     """A Markdown table: one row per setting, clean-test accuracy after protected training for each model."""
-    settings = report["settings"]
+    typed = EvaluationReport.from_dict(report)
+    settings = typed.settings
     if not settings:
         return "_No settings evaluated._\n"
-    models = list(settings[0]["models"])
+    models = list(settings[0].models)
     head = "| setting | PESQ | SNR (dB) | STOI | " + " | ".join(models) + " |"
     sep = "|---|---:|---:|---:|" + "---:|" * len(models)
     clean = "| **clean training (no protection)** | – | – | – | " + " | ".join(
-        _pct(settings[0]["models"][m]["clean"]["test_accuracy"]) for m in models
+        _pct(settings[0].models[m].clean.test_accuracy) for m in models
     ) + " |"
     rows = [head, sep, clean]
     for s in settings:
-        q = s["quality"]
-        cells = [_protected_cell(s, m) if m in s["models"] else "–" for m in models]
+        q = s.quality
+        cells = [_protected_cell(s, m) if m in s.models else "–" for m in models]
         rows.append(
-            f"| {s['name']} | {_num(q.get('pesq'))} | {_num(q.get('snr_db_overall'), 1)} | {_num(q.get('stoi'))} | "
+            f"| {s.name} | {_num(q.get('pesq'))} | {_num(q.get('snr_db_overall'), 1)} | {_num(q.get('stoi'))} | "
             + " | ".join(cells) + " |"
         )
     recipe = report["recipe"]
@@ -108,21 +109,20 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"train split). Dataset: {report['dataset']}; seed {recipe['seed']}; {', '.join(epochs)}; clips cut/padded "
         f"to {recipe['clip_seconds']} s. PESQ, STOI and SNR compare protected and original train audio.\n"
     )
-    pretrained = {m: settings[0]["models"][m].get("start", {}) for m in models}
-    pretrained = {m: start for m, start in pretrained.items() if start.get("from") == "pretrained"}
+    pretrained = {m: settings[0].models[m].start for m in models if settings[0].models[m].start.pretrained}
     if pretrained:
         note += "\n**Pretrained start** (the fine-tuning threat): " + "; ".join(
-            f"`{m}` fine-tunes `{start['checkpoint']}` ({finetune_words(start['finetune'])})"
+            f"`{m}` fine-tunes `{start.checkpoint}` ({finetune_words(start.finetune)})"
             for m, start in pretrained.items()
         ) + ". The other models are trained from scratch.\n"
-    tables = [attacks_markdown(report, s["name"]) for s in settings if s.get("attacks")]
+    tables = [attacks_markdown(report, s.name) for s in settings if s.attacks]
     return "\n".join(rows) + "\n" + note + "".join("\n" + t for t in tables)
 
 
-def _protected_cell(setting: dict[str, Any], model: str) -> str:
-    run = setting["models"][model]
-    cell = _pct(run["protected"]["test_accuracy"])
-    if no_evidence(run["clean"]["test_accuracy"], setting.get("num_classes")):
+def _protected_cell(setting: SettingResult, model: str) -> str:
+    run = setting.models[model]
+    cell = _pct(run.protected.test_accuracy)
+    if no_evidence(run.clean.test_accuracy, setting.num_classes):
         cell += " (no evidence: clean training stayed near chance)"
     return cell
 
@@ -154,7 +154,9 @@ def plot_curves(setting: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_accuracy_vs_pesq(report: dict[str, Any], path: str | Path, goal_accuracy: float = 0.2, goal_pesq: float = 3.5) -> Path:
+def plot_accuracy_vs_pesq(
+    report: dict[str, Any], path: str | Path, goal_accuracy: float = GOAL_ACCURACY, goal_pesq: float = 3.5
+) -> Path:
     """Protected-train clean-test accuracy against PESQ, one marker per setting and model; goal region shaded."""
     import matplotlib
 
@@ -203,14 +205,14 @@ def write_report(report: dict[str, Any], folder: str | Path, curves_for: str | N
     return paths
 
 
-def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy: float = 0.2) -> str:
+def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy: float = GOAL_ACCURACY) -> str:
     """A short, plain statement of what one setting did, for a dataset card. Says so when protection failed.
 
     Args:
         report (`dict`): an evaluation report.
         setting (`str`): the setting's name in the report.
-        goal_accuracy (`float`, defaults to `0.2`): clean-test accuracy at or below which a model counts as
-            not having learned the task from the protected data.
+        goal_accuracy (`float`, defaults to `GOAL_ACCURACY`, 0.2): clean-test accuracy at or below which a model
+            counts as not having learned the task from the protected data.
     """
     entry = next((s for s in report["settings"] if s["name"] == setting), None)
     if entry is None:
@@ -224,8 +226,8 @@ def setting_summary_markdown(report: dict[str, Any], setting: str, goal_accuracy
         "| model | trained on clean data | trained on protected data | protection held? |",
         "|---|---:|---:|---|",
     ]
-    for model, run in entry["models"].items():
-        clean, prot = run["clean"]["test_accuracy"], run["protected"]["test_accuracy"]
+    for model, run in SettingResult.from_dict(entry).models.items():
+        clean, prot = run.clean.test_accuracy, run.protected.test_accuracy
         held = ("no evidence: clean training stayed near chance" if no_evidence(clean, entry.get("num_classes"))
                 else "yes" if prot <= goal_accuracy else "**no**")
         lines.append(f"| {model} | {_pct(clean)} | {_pct(prot)} | {held} (goal: at most {_pct(goal_accuracy)}) |")
