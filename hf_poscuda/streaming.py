@@ -114,10 +114,10 @@ def protected_stream(
         label_names = list(features[label_column].names)
     strings = features[label_column].dtype in ("string", "large_string")
     if strings and label_names is None:
-        values = _labels(source, name, config_name, revision, token, label_column)
-        if any(v is None for v in values):
+        values = set(_labels(source, name, config_name, revision, token, label_column))
+        if None in values:
             raise ValueError(f"Label column {label_column!r} has unlabelled rows (None); remove them first.")
-        label_names = sorted(set(values))
+        label_names = sorted(values)
     fn = PosCUDA(key, config, audio_column=audio_column, label_column=label_column, label_names=label_names,
                  device=device, output_format=output_format)  # type: ignore[arg-type]
     raw = dataset.cast_column(audio_column, Audio(decode=False))

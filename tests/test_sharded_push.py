@@ -175,10 +175,11 @@ def test_card_yaml_points_the_config_at_the_shards_and_keeps_other_splits():
                 "dataset_info": {"features": [], "splits": [{"name": "train", "num_examples": 3},
                                                             {"name": "test", "num_examples": 2}],
                                  "dataset_size": 10}}
-    merged = with_data_files(existing, "default", "train", make_dataset(1).features)
+    merged = with_data_files(existing, "default", "train", make_dataset(1).features, 7, 700)
     assert merged["configs"][0]["data_files"] == [{"split": "test", "path": "data/test-*"},
                                                   {"split": "train", "path": "data/train-*"}]
-    assert merged["dataset_info"]["splits"] == [{"name": "test", "num_examples": 2}]
+    assert merged["dataset_info"]["splits"] == [{"name": "test", "num_examples": 2},
+                                                {"name": "train", "num_bytes": 700, "num_examples": 7}]
     assert "dataset_size" not in merged["dataset_info"]
     assert merged["dataset_info"]["features"][0] == {"name": "audio", "dtype": "audio"}
 
@@ -195,3 +196,35 @@ def test_streaming_push_from_a_hub_source(hub, tmp_path):
     assert got["id"] == source["train"]["id"] and _bytes(got) == _bytes(want)
     card = hub.files("alice/speech-protected")["README.md"].decode()
     assert "alice/speech" in card and "cc-by-4.0" in card
+
+
+def test_a_sharded_push_replaces_a_push_to_hub_split_and_keeps_the_others(hub, saved):
+    from hf_poscuda import protect_splits, push_protected
+
+    source = DatasetDict.load_from_disk(str(saved))
+    protected, summaries = protect_splits(source, KEY)
+    push_protected(protected, summaries, "alice/mixed", KEY, license="mit")
+    before = sorted(f for f in hub.files("alice/mixed") if f.startswith("data/"))
+    assert before == ["data/test-00000-of-00001.parquet", "data/train-00000-of-00001.parquet"]
+    push_stream(protected_stream(str(saved), KEY, split="train"), "alice/mixed", KEY, rows_per_shard=5)
+    after = sorted(f for f in hub.files("alice/mixed") if f.startswith("data/"))
+    assert after == ["data/test-00000-of-00001.parquet", "data/train-00000.parquet", "data/train-00001.parquet",
+                     "data/train-00002.parquet"]
+    got = load_dataset("alice/mixed")
+    assert len(got["train"]) == 12 and len(got["test"]) == 5
+    assert _bytes(got["train"]) == _bytes(protected["train"]) and _bytes(got["test"]) == _bytes(protected["test"])
+    record = ProtectionRecord.from_json(hub.files("alice/mixed")[PROTECTION_FILE].decode())
+    assert set(record.summaries()) == {"train", "test"}  # the license came from the repo's card
+
+
+def test_string_labels_stream_in_sorted_order_like_map(hub, tmp_path):
+    from datasets import Value
+
+    ds = make_dataset(8).cast_column("label", Value("int64"))
+    ds = ds.map(lambda r: {"label": ["yes", "no", "maybe", "no"][r["label"]]}).cast_column("label", Value("string"))
+    ds.save_to_disk(str(tmp_path / "strings"))
+    stream = protected_stream(str(tmp_path / "strings"), KEY)
+    assert stream.label_names == ["maybe", "no", "yes"]
+    push_stream(stream, "alice/strings", KEY, card=CardInputs(license="mit"))
+    got = load_dataset("alice/strings", split="train")
+    assert got["label"] == ds["label"] and _bytes(got) == _bytes(ds.map(PosCUDA.for_dataset(ds, KEY), batched=True))

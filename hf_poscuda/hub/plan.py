@@ -132,9 +132,13 @@ def data_prefix(config_name: str) -> str:
     return "data" if config_name == "default" else config_name
 
 
-def with_data_files(existing: Mapping[str, Any], config_name: str, split: str, features: Any) -> dict[str, Any]:
+def with_data_files(
+    existing: Mapping[str, Any], config_name: str, split: str, features: Any, num_examples: int | None = None,
+    num_bytes: int | None = None,
+) -> dict[str, Any]:
     """Card YAML for a sharded push: the config's ``data_files`` entry for ``split`` (``{prefix}/{split}-*``, the
-    pattern ``push_to_hub`` writes) and its ``dataset_info`` features, with everything else kept.
+    pattern ``push_to_hub`` writes) and its ``dataset_info`` (features; the split's rows and Arrow bytes, which
+    ``load_dataset`` checks against the split names it finds), with everything else kept.
 
     Example:
 
@@ -162,8 +166,11 @@ def with_data_files(existing: Mapping[str, Any], config_name: str, split: str, f
             ours = {"config_name": config_name} if config_name != "default" or infos else {}
             infos.append(ours)
         ours["features"] = features._to_yaml_list()
-        ours["splits"] = [s for s in ours.get("splits") or [] if s.get("name") != split]
-        for stale in ("download_size", "dataset_size", *(() if ours["splits"] else ("splits",))):
+        splits = [s for s in ours.get("splits") or [] if s.get("name") != split]
+        if num_examples is not None:
+            splits.append({"name": split, "num_bytes": int(num_bytes or 0), "num_examples": int(num_examples)})
+        ours["splits"] = splits
+        for stale in ("download_size", "dataset_size", *(() if splits else ("splits",))):
             ours.pop(stale, None)
         merged["dataset_info"] = infos if len(infos) > 1 else infos[0]
     return merged

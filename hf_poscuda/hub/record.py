@@ -27,6 +27,7 @@ class ShardUpload:
         sha256 (`str`): SHA-256 of the file (the Hub's LFS oid), to check it is still there unchanged.
         seconds (`float`): protection and upload time.
         classes (`list[int]`): class indices seen in it.
+        nbytes (`int`): its Arrow size (the card's ``dataset_info`` adds them up for the split).
     """
 
     path: str
@@ -34,6 +35,7 @@ class ShardUpload:
     sha256: str
     seconds: float
     classes: list[int]
+    nbytes: int = 0
 
 
 @dataclass

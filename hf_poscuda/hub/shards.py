@@ -123,7 +123,8 @@ def push_stream(
 
     def card_for(existing: dict[str, Any]) -> str:
         return repo_card(record, inputs, license=license, repo_id=repo_id, config_name=config_name,
-                         existing=with_data_files(existing, config_name, name, stream.features), key=key,
+                         existing=with_data_files(existing, config_name, name, stream.features, progress.rows,
+                                                  sum(s.nbytes for s in progress.shards)), key=key,
                          with_figure=chart is not None)
 
     previous = record.splits.get(config_name, {}).get(name)
@@ -169,7 +170,7 @@ def push_stream(
         api.preupload_lfs_files(repo_id, [operation], repo_type="dataset", revision=revision)
         now = time.perf_counter()
         progress.shards.append(ShardUpload(path, table.num_rows, digest, now - started,
-                                           stream.class_indices(table)))
+                                           stream.class_indices(table), int(table.nbytes)))
         started, uploaded = now, uploaded + 1
         bar.update(table.num_rows)
         pending.append(operation)
