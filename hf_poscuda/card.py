@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
-from huggingface_hub import DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import __version__
 from .config import PosCUDAConfig
@@ -49,6 +49,29 @@ def template_text(name: str = TEMPLATE_NAME) -> str:
     if source_tree.is_file():
         return source_tree.read_text(encoding="utf-8")
     raise FileNotFoundError(f"Card template {name!r} not found in the package or next to it; reinstall hf-poscuda.")
+
+
+_BLOCK_TAG = re.compile(r"\{%[^%]*%\}")
+_BLOCK_TAG_NEWLINE = re.compile(r"(\{%[^%]*%\})\n")
+
+
+def plain_whitespace(template: str) -> str:
+    r"""The card template written for Jinja's default whitespace handling, which ``DatasetCard.from_template`` uses:
+    the newline after each block tag is dropped (what ``trim_blocks`` does, so the template file can keep one tag
+    per line) and one newline is added at the end (Jinja drops the last one).
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.card import plain_whitespace
+    >>> plain_whitespace("{% if x %}\nyes\n{% endif %}\n")
+    '{% if x %}yes\n{% endif %}\n'
+
+    ```
+    """
+    if template.count("{%") != len(_BLOCK_TAG.findall(template)):
+        raise ValueError("The card template has a block tag this conversion cannot read (a '%' inside a tag).")
+    return _BLOCK_TAG_NEWLINE.sub(r"\1", template) + "\n"
 
 
 def size_category(rows: int) -> str:
@@ -169,11 +192,9 @@ def render_card(
         existing=existing_metadata,
     )
     evaluation = _evaluation_context(evaluation_report, first.config, key_id) if evaluation_report else None
-    template = jinja2.Environment(autoescape=False, keep_trailing_newline=True, trim_blocks=True).from_string(
-        template_text()
-    )
-    text = template.render(
-        card_data=data.to_yaml(),
+    card = DatasetCard.from_template(
+        data,
+        template_str=plain_whitespace(template_text()),
         pretty_name=title,
         repo_id=repo_id,
         config_name=config_name,
@@ -192,6 +213,7 @@ def render_card(
         fsdd=None if evaluation else fsdd_context(first.config),
         goal=f"{100 * GOAL_ACCURACY:.0f} %",
     )
+    text = str(card)
     if key is not None:
         key.assert_not_in(text.encode(), "the dataset card")
     return text
