@@ -7,7 +7,6 @@ Only public facts go on a card: the parameters, the public key id, measured numb
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Mapping, Sequence
 from importlib import resources

@@ -16,6 +16,7 @@ app = typer.Typer(
     help="Make Hugging Face audio datasets unlearnable with PosCUDA.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,  # a traceback must never print local variables: the key is one of them
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,10 +170,10 @@ def protect(
                 label_column=label_column, batch_size=batch_size, concurrency=num_workers, num_gpus=num_gpus,
                 output_format=output_format, address=address,
             )
-            record[name or "train"] = {"clips": result.rows, "seconds": result.seconds, "key_id": result.key_id,
+            record[result.split] = {"clips": result.rows, "seconds": result.seconds, "key_id": result.key_id,
                                        "label_names": result.label_names, "config": result.config,
                                        "output_format": output_format, "engine": "ray", "files": len(result.files)}
-            typer.echo(f"[{name or 'train'}] clips: {result.rows} | files: {len(result.files)} | time: "
+            typer.echo(f"[{result.split}] clips: {result.rows} | files: {len(result.files)} | time: "
                        f"{result.seconds:.1f} s | key id: {result.key_id}")
         summary_file.write_text(json.dumps(record, indent=2))
         typer.echo(f"Saved Parquet shards to {output}")
@@ -254,32 +255,34 @@ def push(
     if streaming or engine == "ray":
         from .key import PosCUDAKey
 
+        if engine == "ray" and (config_name is not None or device is not None):
+            raise ValueError("--config and --device are not used by --engine ray: point SOURCE at the config's "
+                             "files (hf://datasets/user/name/CONFIG) and give GPUs with --num-gpus.")
         secret = PosCUDAKey.load(key)
         card_inputs = CardInputs(license or info.license, info.name, info.is_hub, pretty_name,
                                  attribution or info.attribution, (), report)
         push_options = {"card": card_inputs, "config_name": hub_config_name, "private": private, "token": token,
                         "revision": revision, "commit_message": commit_message, "rows_per_shard": rows_per_shard}
         stream_options = {"audio_column": audio_column, "label_column": label_column, "batch_size": batch_size,
-                          "output_format": output_format, "quality_clips": min(quality_clips, 50)}
+                          "output_format": output_format, "quality_clips": quality_clips, "token": token}
         if engine == "ray":
             from .ray_engine import push_with_ray
 
-            results = [push_with_ray(source, repo_id, secret, config, split=name, address=address,
-                                     stream_options={**stream_options, "concurrency": num_workers,
-                                                     "num_gpus": num_gpus}, **push_options)
-                       for name in split or [None]]
+            results = push_with_ray(source, repo_id, secret, config, splits=split or [None], address=address,
+                                    stream_options={**stream_options, "concurrency": num_workers,
+                                                    "num_gpus": num_gpus}, **push_options)
         else:
-            from .hub import push_stream
+            from .hub import push_streams
             from .streaming import protected_stream, split_names
 
-            results = []
-            for name in split or split_names(source, config_name, token=token):
-                stream = protected_stream(source, secret, config, split=name, config_name=config_name, token=token,
-                                          device=device, **stream_options)
-                results.append(push_stream(stream, repo_id, secret, **push_options))
+            streams = [protected_stream(source, secret, config, split=name, config_name=config_name, device=device,
+                                        **stream_options)
+                       for name in split or split_names(source, config_name, token=token)]
+            results = push_streams(streams, repo_id, secret, **push_options)
         for result in results:
             name = result.pushed[0]
-            typer.echo(f"[{name}] {result.splits[name].format()}\n[{name}] shards uploaded: "
+            summary = result.splits[name if hub_config_name == "default" else f"{hub_config_name}/{name}"]
+            typer.echo(f"[{name}] {summary.format()}\n[{name}] shards uploaded: "
                        f"{result.shards_uploaded}, already on the Hub: {result.shards_skipped}")
         typer.echo(f"Pushed {', '.join(r.pushed[0] for r in results)} to {results[-1].url} "
                    f"(key id {secret.key_id}).")

@@ -224,8 +224,8 @@ def write_preview(
 
     from datasets import DatasetDict
 
-    from .sources import load_audio_dataset, source_name
     from .protect import protect_dataset
+    from .sources import load_audio_dataset, source_name
 
     loaded = load_audio_dataset(source)
     if isinstance(loaded, DatasetDict):

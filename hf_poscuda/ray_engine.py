@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,7 @@ class RayProtectionResult:
     key_id: str
     label_names: list[str] | None
     config: dict[str, Any]
+    split: str = "train"
 
 
 def _features_of(schema: Any) -> Any:
@@ -78,6 +79,7 @@ class _Source:
 
     features: Any
     schema: Any
+    split: str = "train"
     table: Any = None
     files: list[str] | None = None
     filesystem: Any = None
@@ -118,7 +120,7 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
             if split is None or split not in loaded:
                 raise ValueError(f"{source!r} holds splits {list(loaded)}; pass split=... (CLI: --split).")
             loaded = loaded[split]
-        return _Source(loaded.features, loaded.data.table.schema, table=loaded.data.table)
+        return _Source(loaded.features, loaded.data.table.schema, split or "train", table=loaded.data.table)
     filesystem = None
     if source.startswith("hf://"):
         from urllib.parse import quote
@@ -129,7 +131,7 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
         root = source.rstrip("/")
         if revision:
             repo = root.split("/")
-            repo[4] = f"{repo[4]}@{quote(revision, safe='')}" if "@" not in repo[4] else repo[4]
+            repo[4] = f"{repo[4].split('@')[0]}@{quote(revision, safe='')}"
             root = "/".join(repo)
         found = [root] if root.endswith(".parquet") else sorted(filesystem.glob(f"{root}/**/*.parquet"))
         base = root.removeprefix("hf://")
@@ -147,7 +149,9 @@ def _source_dataset(source: str, split: str | None, revision: str | None, token:
             schema = pq.read_schema(f)
     else:
         schema = pq.read_schema(paths[0])
-    return _Source(_features_of(schema), schema, files=paths, filesystem=filesystem)
+    found_splits = {_split_of(f, base) for f in paths} - {None}
+    name = split or (found_splits.pop() if len(found_splits) == 1 else "train")
+    return _Source(_features_of(schema), schema, name, files=paths, filesystem=filesystem)
 
 
 def _split_of(file: str, base: str) -> str | None:
@@ -226,7 +230,11 @@ def ray_stream(
 
     ray = _ray()
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # rows in the source's order
+    from . import __version__
+
     config = config or PosCUDAConfig()
+    identity = source_identity(source, revision, token)
+    revision = identity.get("sha", revision)  # an hf:// source is read at the commit its fingerprint names
     src = _source_dataset(source, split, revision, token)
     ds, _ = src.dataset()
     columns = ds.schema().names
@@ -257,12 +265,15 @@ def ray_stream(
               "output_format": output_format}
     fn = PosCUDA(key, config, **kwargs)  # type: ignore[arg-type]
 
-    def tables(skip: int) -> Iterator[Any]:
+    def check_labels() -> int:
         row = 0  # every label checked before any audio is read or written, a batch at a time
         for batch in ds.select_columns([label_column]).iter_batches(batch_size=100_000, batch_format="pyarrow"):
             for label in batch.column(label_column).to_pylist():
                 fn.label_index(label, row)
                 row += 1
+        return row
+
+    def tables(skip: int) -> Iterator[Any]:
         rest, drop = src.dataset(skip)
         protected = rest.map_batches(
             PosCUDA, fn_constructor_args=(key, config),
@@ -287,11 +298,11 @@ def ray_stream(
         quality = measure_quality(original, protected, quality_clips, audio_column) if quality_clips else None
         return SampleFigures(snr, clips, quality)
 
-    digest = fingerprint(source=source_identity(source, revision, token), split=split or "train",
-                         audio_column=audio_column, label_column=label_column, label_names=label_names,
-                         key_id=key.key_id, parameters=config.to_dict(), output_format=output_format)
-    return ProtectedStream(split or "train", features, digest, key.key_id, config.to_dict(), output_format,
-                           label_column, list(label_names) if label_names else None, tables, sample, ds.count())
+    digest = fingerprint(source=identity, split=src.split, audio_column=audio_column, label_column=label_column,
+                         label_names=label_names, key_id=key.key_id, parameters=config.to_dict(),
+                         output_format=output_format, version=__version__, device="cuda" if num_gpus else "cpu")
+    return ProtectedStream(src.split, features, digest, key.key_id, config.to_dict(), output_format, label_column,
+                           list(label_names) if label_names else None, tables, sample, check_labels, ds.count())
 
 
 def _dropping(tables: Iterator[Any], drop: int) -> Iterator[Any]:
@@ -347,13 +358,14 @@ def protect_with_ray(
         ValueError: bad source, missing column, unknown or unmapped label (before any row is written).
     """
     out = Path(output)
-    name = split or "train"
-    if any(out.glob(f"{name}-*.parquet")):
-        raise ValueError(f"{output!r} already holds {name}-*.parquet shards; choose a new folder or remove them.")
     with ray_cluster(address):
         stream = ray_stream(source, key, config, split=split, audio_column=audio_column, label_column=label_column,
                             label_names=label_names, batch_size=batch_size, concurrency=concurrency,
                             num_gpus=num_gpus, output_format=output_format, revision=revision, token=token)
+        name = stream.split
+        if any(out.glob(f"{name}-*.parquet")):
+            raise ValueError(f"{output!r} already holds {name}-*.parquet shards; choose a new folder or remove them.")
+        stream.check()  # every label, before any shard is written
         tables = stream.tables(0)
         start = time.perf_counter()
         # The driver writes the shards from Ray's ordered stream: Ray's own write_parquet names files by task, and
@@ -361,7 +373,7 @@ def protect_with_ray(
         files, rows = _write_shards(tables, out, name, stream.features.arrow_schema, rows_per_shard)
         seconds = time.perf_counter() - start
     logger.info("Protected %d rows with Ray into %d Parquet files in %.1f s", rows, len(files), seconds)
-    return RayProtectionResult(str(out), files, rows, seconds, key.key_id, stream.label_names, stream.config)
+    return RayProtectionResult(str(out), files, rows, seconds, key.key_id, stream.label_names, stream.config, name)
 
 
 def push_with_ray(
@@ -370,29 +382,30 @@ def push_with_ray(
     key: PosCUDAKey,
     config: PosCUDAConfig | None = None,
     *,
-    split: str | None = None,
+    splits: Sequence[str | None] = (None,),
     address: str | None = None,
     stream_options: dict[str, Any] | None = None,
     **push_options: Any,
-) -> Any:
-    """Protect one split with Ray and push it shard by shard (:func:`hf_poscuda.hub.push_stream`): resumable, and
-    nothing is kept on local disk.
+) -> list[Any]:
+    """Protect splits with Ray and push them shard by shard (:func:`hf_poscuda.hub.push_streams`): every split's
+    labels are checked before the first upload; resumable; nothing is kept on local disk.
 
     Args:
-        source, key, config, split, address: as for :func:`protect_with_ray`.
+        source, key, config, address: as for :func:`protect_with_ray`.
         repo_id (`str`): the Hub dataset repo.
+        splits (`Sequence[str | None]`, defaults to `(None,)`): the splits (``None``: the source's only split).
         stream_options (`dict`, *optional*): other arguments of :func:`ray_stream` (``batch_size``,
-            ``concurrency``, ``num_gpus``, ``output_format``, ``quality_clips``...).
+            ``concurrency``, ``num_gpus``, ``output_format``, ``quality_clips``, ``token``...).
         push_options: arguments of :func:`hf_poscuda.hub.push_stream` (``card``, ``token``, ``rows_per_shard``...).
 
     Returns:
-        :class:`hf_poscuda.hub.PushResult`
+        `list[hf_poscuda.hub.PushResult]`: one per split.
     """
-    from .hub import push_stream
+    from .hub import push_streams
 
     with ray_cluster(address):
-        stream = ray_stream(source, key, config, split=split, **(stream_options or {}))
-        return push_stream(stream, repo_id, key, **push_options)
+        streams = [ray_stream(source, key, config, split=split, **(stream_options or {})) for split in splits]
+        return push_streams(streams, repo_id, key, **push_options)
 
 
 def _write_shards(

@@ -7,7 +7,7 @@ import hashlib
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +105,11 @@ class ProtectedStream:
         config (`dict`): the protection knobs.
         output_format (`str`): ``"wav"`` or ``"flac"``.
         label_column (`str`), label_names (`list[str]`, *optional*): how labels map to class indices.
-        tables (`Callable[[int], Iterator[pyarrow.Table]]`): given a number of rows to skip, checks the input (columns,
-            every label) and returns an iterator over the protected tables of the remaining rows, in order.
+        tables (`Callable[[int], Iterator[pyarrow.Table]]`): given a number of rows to skip, an iterator over the
+            protected tables of the remaining rows, in order.
         sample (`Callable[[], SampleFigures]`): protects the first clips and measures them.
+        check_labels (`Callable[[], int]`): reads the label column alone, checks every label (a ``ValueError`` that
+            says how to fix it) and returns the number of rows; see :meth:`check`.
         num_rows (`int`, *optional*): rows in the split, when the source says (for progress bars).
     """
 
@@ -121,7 +123,24 @@ class ProtectedStream:
     label_names: list[str] | None
     tables: Callable[[int], Iterator[Any]]
     sample: Callable[[], SampleFigures]
+    check_labels: Callable[[], int]
     num_rows: int | None = None
+    _checked: int | None = field(default=None, init=False, repr=False)
+
+    def check(self) -> int:
+        """Check the input before anything is written or uploaded: every label, and that the split has rows.
+        Runs once (one pass over the label column); returns the number of rows.
+
+        Raises:
+            ValueError: a bad label or an empty split.
+        """
+        if self._checked is None:
+            rows = self.check_labels()
+            if rows == 0:
+                raise ValueError(f"Split {self.split!r} has no rows: there is nothing to protect. Check the split "
+                                 "name and any filters.")
+            self._checked = rows
+        return self._checked
 
     def class_indices(self, table: Any) -> list[int]:
         """The distinct class indices in a protected table's label column."""
@@ -139,23 +158,39 @@ def fingerprint(**parts: Any) -> str:
 
 
 def source_identity(source: str, revision: str | None = None, token: str | None = None) -> dict[str, Any]:
-    """What a source's rows are pinned by: a local path's files (relative names and sizes), or a Hub dataset's
-    resolved commit. Only this description's hash is ever published."""
+    """What a source's rows are pinned by: a local path's files (relative names, sizes and modification times), or
+    a Hub dataset's resolved commit (``revision``, or one given in an ``hf://...@rev`` path). Only this
+    description's hash is ever published."""
     path = Path(source)
     if path.exists():
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        return {"files": [(str(f.relative_to(path)) if f != path else f.name, f.stat().st_size) for f in files]}
-    repo_id, subpath = hub_repo_of(source)
+        return {"files": [(str(f.relative_to(path)) if f != path else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+                          for f in files]}
+    repo_id, subpath, in_path = hub_repo_of(source)
     from huggingface_hub import HfApi
 
-    sha = HfApi(token=token).dataset_info(repo_id, revision=revision).sha
+    sha = HfApi(token=token).dataset_info(repo_id, revision=revision or in_path).sha
     return {"hub": repo_id, "path": subpath, "sha": sha}
 
 
-def hub_repo_of(source: str) -> tuple[str, str]:
-    """``(repo_id, path inside it)`` of ``namespace/name`` or ``hf://datasets/namespace/name[@rev]/path``."""
+def hub_repo_of(source: str) -> tuple[str, str, str | None]:
+    """``(repo_id, path inside it, revision)`` of ``namespace/name`` or
+    ``hf://datasets/namespace/name[@rev]/path`` (``revision`` is ``None`` when the path names none).
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.shards import hub_repo_of
+    >>> hub_repo_of("hf://datasets/alice/speech@refs%2Fconvert%2Fparquet/default/train")
+    ('alice/speech', 'default/train', 'refs/convert/parquet')
+
+    ```
+    """
+    from urllib.parse import unquote
+
     rest = source.removeprefix("hf://").removeprefix("datasets/")
     parts = rest.split("/")
     if len(parts) < 2:
         raise ValueError(f"{source!r} is neither a local path nor a Hub dataset ('namespace/name' or hf://datasets/...).")
-    return f"{parts[0]}/{parts[1].split('@')[0]}", "/".join(parts[2:])
+    name, _, revision = parts[1].partition("@")
+    return f"{parts[0]}/{name}", "/".join(parts[2:]), unquote(revision) if revision else None

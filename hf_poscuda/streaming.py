@@ -94,11 +94,16 @@ def protected_stream(
 
     Raises:
         ValueError: missing columns, no audio feature, several splits and no ``split`` (when the stream is opened);
-            a bad label (when :attr:`ProtectedStream.tables` is called, before any audio is read).
+            a bad label or an empty split (:meth:`ProtectedStream.check`, before any audio is read).
     """
     from datasets import Audio, ClassLabel
 
+    from . import __version__
+    from .map_callable import resolve_device
+
     config = config or PosCUDAConfig()
+    identity = source_identity(source, revision, token)
+    revision = identity.get("sha", revision)  # a Hub source is read at the commit its fingerprint names
     dataset, name = _open(source, split, config_name, revision, token)
     features = dataset.features
     if features is None:
@@ -125,11 +130,15 @@ def protected_stream(
     info = getattr(dataset, "info", None)
     if info is not None and info.splits and name in info.splits:
         num_rows = info.splits[name].num_examples or None
-    identity = source_identity(source, revision, token)
+    sample_clips = max(sample_clips, quality_clips)
+
+    def check_labels() -> int:
+        rows = 0
+        for rows, label in enumerate(_labels(source, name, config_name, revision, token, label_column), start=1):
+            fn.label_index(label, rows - 1)  # every label checked before any audio is read
+        return rows
 
     def tables(skip: int) -> Iterator[Any]:
-        for row, label in enumerate(_labels(source, name, config_name, revision, token, label_column)):
-            fn.label_index(label, row)  # every label checked before any audio is read
         rest = raw.skip(skip) if skip else raw
         return _arrow_batches(rest.map(fn, batched=True, batch_size=batch_size), batch_size)
 
@@ -147,9 +156,11 @@ def protected_stream(
 
     digest = fingerprint(source=identity, split=name, config_name=config_name, audio_column=audio_column,
                          label_column=label_column, label_names=label_names, key_id=key.key_id,
-                         parameters=config.to_dict(), output_format=output_format)
+                         parameters=config.to_dict(), output_format=output_format, version=__version__,
+                         device=resolve_device(device).type)
     return ProtectedStream(name, features, digest, key.key_id, config.to_dict(), output_format, label_column,
-                           list(label_names) if label_names is not None else None, tables, sample, num_rows)
+                           list(label_names) if label_names is not None else None, tables, sample, check_labels,
+                           num_rows)
 
 
 def split_names(source: str, config_name: str | None = None, revision: str | None = None,

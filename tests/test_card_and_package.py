@@ -1,15 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
-
-import os
-from pathlib import Path
 
 from hf_poscuda import PosCUDAConfig
 from hf_poscuda.card import card_metadata, render_card, size_category, template_text

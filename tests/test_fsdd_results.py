@@ -10,7 +10,7 @@ import pytest
 
 from hf_poscuda import PRESETS, PosCUDAConfig
 from hf_poscuda.evaluation import ATTACKS
-from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, public_eval_key, summarise, summary_markdown
+from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, public_eval_key
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "examples" / "results" / "efficacy"
@@ -106,8 +106,8 @@ def test_readme_tables_are_the_recorded_numbers():
 def test_default_reproduces_the_recorded_public_key_run():
     import torch
 
-    from hf_poscuda.sources import load_fsdd
     from hf_poscuda.evaluation import ModelSpec, TrainingRecipe, evaluate_protection
+    from hf_poscuda.sources import load_fsdd
 
     runs = read(RESULTS, "runs.jsonl")
     quality = [q for q in read(RESULTS, "quality.jsonl") if q["setting"] == "default" and q["key"] == 0

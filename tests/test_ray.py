@@ -153,6 +153,9 @@ def test_a_resumed_ray_stream_skips_whole_source_files_and_drops_the_rest(tmp_pa
     assert [a["bytes"] for a in rest.column("audio").to_pylist()] == _bytes(want)
     figures = stream.sample()
     assert figures.snr_clips == 23 and figures.snr_db > -10
+    assert stream.check() == 23
+    make_dataset(3).to_parquet(str(tmp_path / "only_test" / "test-00000-of-00001.parquet"))
+    assert ray_stream(str(tmp_path / "only_test"), KEY).split == "test"  # named by its files, not "train"
 
 
 def test_ray_reads_hf_paths_from_the_hub(hub, tmp_path):

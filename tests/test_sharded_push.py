@@ -228,3 +228,90 @@ def test_string_labels_stream_in_sorted_order_like_map(hub, tmp_path):
     push_stream(stream, "alice/strings", KEY, card=CardInputs(license="mit"))
     got = load_dataset("alice/strings", split="train")
     assert got["label"] == ds["label"] and _bytes(got) == _bytes(ds.map(PosCUDA.for_dataset(ds, KEY), batched=True))
+
+
+def test_review_cases_new_branch_replaced_partial_push_and_bad_sizes(hub, saved):
+    from huggingface_hub import HfApi
+
+    stream = protected_stream(str(saved), KEY, split="test")
+    push_stream(stream, "alice/branches", KEY, card=CardInputs(license="mit"))
+    # the same push to a branch that does not exist yet: main's record must not make it look up the branch
+    result = push_stream(stream, "alice/branches", KEY, revision="dev")
+    assert result.shards_uploaded == 1 and "data/test-00000.parquet" in hub.files("alice/branches", "dev")
+
+    with pytest.raises(ValueError, match="rows_per_shard must be >= 1"):
+        push_stream(stream, "alice/never", KEY, card=CardInputs(license="mit"), rows_per_shard=0)
+    assert ("dataset", "alice/never") not in hub.repos
+
+    # a first push with key A interrupted after a commit; a push with key B replaces it and deletes A's shards
+    crashing = protected_stream(str(saved), KEY, split="train", batch_size=4)
+    tables = crashing.tables
+
+    def crash(skip):
+        def gen():
+            for i, table in enumerate(tables(skip)):
+                if i == 2:
+                    raise ConnectionError("down")
+                yield table
+        return gen()
+
+    crashing.tables = crash
+    with pytest.raises(ConnectionError):
+        push_stream(crashing, "alice/replaced", KEY, card=CardInputs(license="mit"), rows_per_shard=4, commit_every=1)
+    assert "data/train-00000.parquet" in hub.files("alice/replaced")
+    other = PosCUDAKey(bytes(range(1, 33)))
+    push_stream(protected_stream(str(saved), other, split="test"), "alice/replaced", other,
+                card=CardInputs(license="mit"))
+    files = hub.files("alice/replaced")
+    assert sorted(f for f in files if f.startswith("data/")) == ["data/test-00000.parquet"]
+    record = ProtectionRecord.from_json(files[PROTECTION_FILE].decode())
+    assert record.key_id == other.key_id and set(record.uploads["default"]) == {"test"}
+    assert HfApi().list_repo_files("alice/replaced", repo_type="dataset")
+
+
+def test_cli_checks_every_split_before_pushing_any_and_handles_config_names(hub, tmp_path):
+    from datasets import Value
+
+    good = make_dataset(4)
+    bad = make_dataset(3, seed=1).cast_column("label", Value("int64")).map(
+        lambda r, i: {"label": None if i == 2 else r["label"]}, with_indices=True)
+    DatasetDict({"train": good, "test": bad}).save_to_disk(str(tmp_path / "src"))
+    KEY.save(tmp_path / "k.key")
+    args = ["push", str(tmp_path / "src"), "alice/two", "--key", str(tmp_path / "k.key"), "--streaming",
+            "--license", "mit"]
+    before = len(_writes(hub))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "Unlabelled row" in result.output, result.output
+    assert len(_writes(hub)) == before, "nothing may be uploaded when any split is bad"
+    DatasetDict({"train": good}).save_to_disk(str(tmp_path / "one"))
+    result = runner.invoke(app, ["push", str(tmp_path / "one"), "alice/configs", "--key", str(tmp_path / "k.key"),
+                                 "--streaming", "--license", "mit", "--config-name", "clean"])
+    assert result.exit_code == 0, result.output
+    assert "clean/train-00000.parquet" in hub.files("alice/configs")
+    assert len(load_dataset("alice/configs", "clean", split="train")) == 4
+
+
+def test_ray_options_that_would_be_ignored_are_refused(tmp_path, saved):
+    KEY.save(tmp_path / "k.key")
+    for extra in (["--config", "x"], ["--device", "cpu"]):
+        result = runner.invoke(app, ["push", str(saved), "alice/x", "--key", str(tmp_path / "k.key"), "--engine",
+                                     "ray", *extra])
+        assert result.exit_code == 1 and "not used by --engine ray" in result.output, result.output
+
+
+def test_the_fingerprint_of_a_local_source_follows_its_files(tmp_path, saved):
+    import os
+
+    from hf_poscuda.shards import source_identity
+
+    first = source_identity(str(saved))
+    arrow = next(saved.rglob("*.arrow"))
+    os.utime(arrow, ns=(arrow.stat().st_atime_ns, arrow.stat().st_mtime_ns + 10**9))  # same size, rewritten
+    assert source_identity(str(saved)) != first
+
+
+def test_bare_data_files_patterns_are_kept_as_the_train_split():
+    merged = with_data_files({"configs": [{"config_name": "default", "data_files": "data/*.parquet"}]}, "default",
+                             "test", None)
+    assert merged["configs"][0]["data_files"] == [{"split": "train", "path": "data/*.parquet"},
+                                                  {"split": "test", "path": "data/test-*"}]

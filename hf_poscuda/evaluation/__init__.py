@@ -1,7 +1,15 @@
 """Measure whether PosCUDA protection works: train on clean vs protected audio, test on clean audio."""
 
 from .attacks import ATTACKS, Attack, get_attack
-from .experiment import AudioArrays, ModelSpec, evaluate_attack, evaluate_protection, measure_quality, run_evaluation, to_arrays
+from .experiment import (
+    AudioArrays,
+    ModelSpec,
+    evaluate_attack,
+    evaluate_protection,
+    measure_quality,
+    run_evaluation,
+    to_arrays,
+)
 from .models import HF_PRESETS, MODELS, build_cnn, build_hf_model
 from .protocol import DataSpec, public_eval_key, run_grid, summarise, summary_markdown
 from .report import (

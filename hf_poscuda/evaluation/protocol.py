@@ -37,8 +37,8 @@ from ..formatting import display_label, key_range
 from ..key import PosCUDAKey
 from ..report_schema import GOAL_ACCURACY
 from .attacks import get_attack
-from .models import CNN_MODELS
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
+from .models import CNN_MODELS
 from .training import TrainingRecipe
 
 if TYPE_CHECKING:

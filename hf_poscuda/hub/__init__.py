@@ -13,7 +13,7 @@ from .plan import CardInputs, PlannedFile, PushPlan, PushResult
 from .push import push_protected
 from .record import PROTECTION_FILE, ProtectionRecord, ShardUpload, UploadProgress
 from .retry import RetryPolicy, call_with_retries, is_transient
-from .shards import push_stream
+from .shards import push_stream, push_streams
 
 __all__ = [
     "PROTECTION_FILE",
@@ -32,5 +32,6 @@ __all__ = [
     "is_transient",
     "push_protected",
     "push_stream",
+    "push_streams",
     "scan_dataset_for_secret",
 ]

@@ -49,25 +49,34 @@ class CardInputs:
 
 def merge_record(
     record: ProtectionRecord | None, repo_id: str, key: PosCUDAKey, parameters: Mapping[str, Any]
-) -> ProtectionRecord:
-    """The repo's record to extend, or a new one; refuses another key or other parameters.
+) -> tuple[ProtectionRecord, list[str]]:
+    """The repo's record to extend, or a new one, and the data files of abandoned uploads to delete.
+
+    A repo whose record has finished splits keeps its key and parameters: another key or other parameters are
+    refused. A record with only unfinished sharded uploads (a first push that was interrupted) is replaced by a
+    push with another key or other parameters; the files those uploads committed are returned, so that the push
+    deletes them and no data protected otherwise stays behind.
 
     Raises:
-        ValueError: the repo holds splits protected with another key id or other parameters.
+        ValueError: the repo holds finished splits protected with another key id or other parameters.
     """
     if record is None:
-        return ProtectionRecord(key.key_id, dict(parameters))
+        return ProtectionRecord(key.key_id, dict(parameters)), []
+    if record.key_id == key.key_id and record.parameters == dict(parameters):
+        return record, []
+    if not record.splits:
+        abandoned = [shard["path"] for splits in record.uploads.values() for progress in splits.values()
+                     for shard in progress.get("shards", [])]
+        return ProtectionRecord(key.key_id, dict(parameters), source=record.source), abandoned
     if record.key_id != key.key_id:
         raise ValueError(
             f"{repo_id} holds splits protected with key id {record.key_id}; this push uses key id {key.key_id}. "
             "Push with the same key, or to a new repo."
         )
-    if record.parameters != dict(parameters):
-        raise ValueError(
-            f"{repo_id} holds splits protected with other parameters; mixing parameters in one repo would make "
-            "its card wrong. Push with the same preset/knobs, or to a new repo."
-        )
-    return record
+    raise ValueError(
+        f"{repo_id} holds splits protected with other parameters; mixing parameters in one repo would make "
+        "its card wrong. Push with the same preset/knobs, or to a new repo."
+    )
 
 
 def require_license(license: str | None) -> str:
@@ -155,7 +164,10 @@ def with_data_files(
     if entry is None:
         entry = {"config_name": config_name, "data_files": []}
         configs.append(entry)
-    files = [f for f in entry.get("data_files") or [] if isinstance(f, dict) and f.get("split") != split]
+    files = entry.get("data_files") or []
+    if isinstance(files, str) or (isinstance(files, list) and files and not isinstance(files[0], dict)):
+        files = [{"split": "train", "path": files}]  # datasets reads a bare pattern (or list) as the train split
+    files = [f for f in files if isinstance(f, dict) and f.get("split") != split]
     entry["data_files"] = [*files, {"split": split, "path": f"{data_prefix(config_name)}/{split}-*"}]
     merged["configs"] = configs
     if features is not None:  # push_to_hub's dataset_info: this config's features, without stale split sizes

@@ -94,7 +94,7 @@ def push_protected(
         HubPushError: the Hub kept failing after the retries.
         SecretLeakError: some data or text to upload contains the secret (nothing is uploaded).
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     check_repo_id(repo_id)
     if not protected:
@@ -114,7 +114,7 @@ def push_protected(
     for name, split in protected.items():
         scan_dataset_for_secret(split, key, f"split {name!r}")
 
-    record = merge_record(fetch_record(repo_id, revision, token, policy), repo_id, key, parameters)
+    record, abandoned = merge_record(fetch_record(repo_id, revision, token, policy), repo_id, key, parameters)
     license = require_license(license or fetch_card_metadata(repo_id, revision, token, policy).get("license"))
     api = HfApi(token=token)
     repo_exists = call_with_retries(
@@ -162,9 +162,14 @@ def push_protected(
     files = {"README.md": card.encode("utf-8"), PROTECTION_FILE: record_text.encode("utf-8")}
     if chart is not None:
         files[FIGURE_FILE] = chart
+    if abandoned:  # shards an interrupted push with another key or other parameters left
+        present = set(call_with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset", revision=revision),
+                                        "Listing the repo", repo_id, policy))
+        abandoned = [f for f in abandoned if f in present]
     call_with_retries(
         lambda: api.create_commit(
-            repo_id, operations=[CommitOperationAdd(path, data) for path, data in files.items()],
+            repo_id, operations=[*(CommitOperationAdd(path, data) for path, data in files.items()),
+                                 *(CommitOperationDelete(f) for f in abandoned)],
             # fresh operation objects on every try: huggingface_hub refuses to reuse committed ones
             commit_message=CARD_COMMIT, repo_type="dataset", revision=revision,
         ),

@@ -42,8 +42,9 @@ class ShardUpload:
 class UploadProgress:
     """How far a sharded push of one split got (``hf-poscuda push --streaming`` / ``--engine ray``).
 
-    A re-run with the same ``fingerprint`` (source, split, key id, parameters, encoding and shard size: everything
-    the shards' bytes depend on) skips the shards listed here, which are checked on the Hub first.
+    A re-run with the same ``fingerprint`` (source, split, columns, label mapping, key id, parameters, encoding,
+    device and hf-poscuda version: everything the protected rows depend on) skips the rows of the shards listed
+    here, which are checked on the Hub first. Shard sizes may change between runs: rows are counted, not shards.
 
     Args:
         fingerprint (`str`): SHA-256 over what the shards' content depends on (no path or secret in clear).

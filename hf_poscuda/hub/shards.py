@@ -16,6 +16,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -87,12 +88,16 @@ def push_stream(
     check_repo_id(repo_id)
     if commit_every < 1:
         raise ValueError(f"commit_every must be >= 1, got {commit_every}.")
+    if rows_per_shard is not None and rows_per_shard < 1:
+        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}.")
+    if max_shard_bytes < 1:
+        raise ValueError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}.")
     if stream.key_id != key.key_id:
         raise ValueError(f"The stream protects with key id {stream.key_id}, not with the given key.")
     card = card or CardInputs()
     policy = retry or RetryPolicy()
     name = stream.split
-    record = merge_record(fetch_record(repo_id, revision, token, policy), repo_id, key, stream.config)
+    record, abandoned = merge_record(fetch_record(repo_id, revision, token, policy), repo_id, key, stream.config)
     license = require_license(card.license or fetch_card_metadata(repo_id, revision, token, policy).get("license"))
     inputs = fill_card_inputs(record, card)
     chart = record_chart(record, key)
@@ -104,8 +109,8 @@ def push_stream(
         progress = None
     progress = _still_there(api, repo_id, revision, progress, policy) if progress else UploadProgress(stream.fingerprint)
     skipped = len(progress.shards)
+    stream.check()  # every label, and rows to push: before the repo is created or anything uploaded
     figures = stream.sample()
-    # the input is checked (columns, every label) here, before the repo is created or anything uploaded
     tables = iter(()) if progress.complete else stream.tables(progress.rows)
     if progress.complete:
         logger.info("Split %s is on the Hub already (%d shards); only the card is updated.", name, skipped)
@@ -137,6 +142,9 @@ def push_stream(
     else:
         record.splits[config_name][name] = previous
 
+    if private is not None and call_with_retries(lambda: api.repo_exists(repo_id, repo_type="dataset"),
+                                                 "Checking the repo", repo_id, policy):
+        logger.warning("%s exists already; --private is ignored (change visibility in the repo settings).", repo_id)
     call_with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True),
                       "Creating the repo", repo_id, policy)
     if revision is not None:
@@ -167,7 +175,10 @@ def push_stream(
         operation = CommitOperationAdd(path, data)
         digest = hashlib.sha256(data).hexdigest()
         del data
-        api.preupload_lfs_files(repo_id, [operation], repo_type="dataset", revision=revision)
+        # huggingface_hub retries the transfer itself; one try here turns a 401/403 into advice
+        call_with_retries(lambda: api.preupload_lfs_files(repo_id, [operation], repo_type="dataset",
+                                                          revision=revision),
+                          f"Uploading {path}", repo_id, RetryPolicy(max_tries=1))
         now = time.perf_counter()
         progress.shards.append(ShardUpload(path, table.num_rows, digest, now - started,
                                            stream.class_indices(table), int(table.nbytes)))
@@ -189,7 +200,7 @@ def push_stream(
     ours = {s.path for s in progress.shards}
     existing_files = call_with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset", revision=revision),
                                        "Listing the repo", repo_id, policy)
-    stale = [f for f in existing_files if f.startswith(f"{prefix}/{name}-") and f not in ours]
+    stale = [f for f in existing_files if (f.startswith(f"{prefix}/{name}-") or f in abandoned) and f not in ours]
     text = card_for(fetch_card_metadata(repo_id, revision, token, policy))
     operations = [*pending, *(CommitOperationDelete(f) for f in stale),
                   CommitOperationAdd("README.md", text.encode("utf-8")),
@@ -203,15 +214,37 @@ def push_stream(
                       shards_uploaded=uploaded, shards_skipped=skipped, files=sorted(ours))
 
 
+def push_streams(streams: Sequence[ProtectedStream], repo_id: str, key: PosCUDAKey, **options: Any) -> list[PushResult]:
+    """Push several splits with :func:`push_stream`, after checking every split's labels first, so that a bad label
+    in the last split stops the push before the first one is uploaded.
+
+    Args:
+        streams (`Sequence[ProtectedStream]`): one per split (distinct split names).
+        repo_id (`str`), key (`PosCUDAKey`), options: as for :func:`push_stream`.
+    """
+    names = [s.split for s in streams]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Each split can be pushed once; got {names}.")
+    for stream in streams:
+        stream.check()
+    return [push_stream(stream, repo_id, key, **options) for stream in streams]
+
+
 def _still_there(
     api: Any, repo_id: str, revision: str | None, progress: UploadProgress, policy: RetryPolicy
 ) -> UploadProgress:
-    """The recorded shards that are on the Hub unchanged (same SHA-256), up to the first that is not."""
+    """The recorded shards that are on the Hub unchanged (same SHA-256), up to the first that is not. A branch that
+    does not exist yet (its record was read from ``main``) has none."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
     paths = [s.path for s in progress.shards]
-    infos = call_with_retries(
-        lambda: api.get_paths_info(repo_id, paths, repo_type="dataset", revision=revision), "Checking shards",
-        repo_id, policy,
-    ) if paths else []
+    try:
+        infos = call_with_retries(
+            lambda: api.get_paths_info(repo_id, paths, repo_type="dataset", revision=revision), "Checking shards",
+            repo_id, policy,
+        ) if paths else []
+    except RevisionNotFoundError:
+        return UploadProgress(progress.fingerprint)
     found = {i.path: getattr(getattr(i, "lfs", None), "sha256", None) for i in infos}
     kept = []
     for shard in progress.shards:
