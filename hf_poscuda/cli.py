@@ -151,7 +151,7 @@ def protect(
 ) -> None:
     """Protect the chosen splits of a dataset and save them (plus poscuda_summary.json): with save_to_disk, or as
     Parquet shards with --engine ray."""
-    from .hub import check_key_outside
+    from .leaks import check_key_outside
 
     check_key_outside(key, output, "written")
     config = _config(preset, knobs)
@@ -243,13 +243,12 @@ def push(
     ] = None,
 ) -> None:
     """Protect a dataset and push it to the Hub with an auto-generated dataset card. The key stays here."""
-    from .hub import CardInputs, check_key_outside, push_protected
-    from .sources import source_info
+    from .hub import push_protected
+    from .leaks import check_key_outside
 
     if Path(source).is_dir():
         check_key_outside(key, source, "read and uploaded")
-    report = _read_report(eval_report)
-    info = source_info(source)
+    card_inputs = _card_inputs(source, license, pretty_name, attribution, eval_report)
     config = _config(preset, knobs)
     _check_engine(engine, streaming, num_workers, num_gpus, address, rows_per_shard, num_proc, dry_run)
     if streaming or engine == "ray":
@@ -259,8 +258,6 @@ def push(
             raise ValueError("--config and --device are not used by --engine ray: point SOURCE at the config's "
                              "files (hf://datasets/user/name/CONFIG) and give GPUs with --num-gpus.")
         secret = PosCUDAKey.load(key)
-        card_inputs = CardInputs(license or info.license, info.name, info.is_hub, pretty_name,
-                                 attribution or info.attribution, (), report)
         push_options = {"card": card_inputs, "config_name": hub_config_name, "private": private, "token": token,
                         "revision": revision, "commit_message": commit_message, "rows_per_shard": rows_per_shard}
         stream_options = {"audio_column": audio_column, "label_column": label_column, "batch_size": batch_size,
@@ -293,10 +290,8 @@ def push(
         quality_clips=quality_clips,
     )
     result = push_protected(
-        protected, summaries, repo_id, secret, license=license or info.license, source=info.name,
-        source_is_hub=info.is_hub, pretty_name=pretty_name, attribution=attribution or info.attribution,
-        evaluation_report=report, config_name=hub_config_name, private=private, token=token, revision=revision,
-        commit_message=commit_message, dry_run=dry_run,
+        protected, summaries, repo_id, secret, **vars(card_inputs), config_name=hub_config_name, private=private,
+        token=token, revision=revision, commit_message=commit_message, dry_run=dry_run,
     )
     if result.plan is not None:
         from .hub import PROTECTION_FILE
@@ -347,12 +342,10 @@ def card(
     """Protect in memory (nothing is saved or uploaded) and write the dataset card that `push` would publish
     for a new repo. For an existing repo (its YAML, its other splits), `push --dry-run` renders the exact card."""
     from .card import render_card
-    from .sources import source_info
+    from .hub.plan import require_license
 
-    report = _read_report(eval_report)
-    info = source_info(source)
-    if not (license or info.license):
-        raise ValueError("The source's license is unknown; pass --license with its license id (e.g. cc-by-4.0).")
+    card_inputs = _card_inputs(source, license, pretty_name, attribution, eval_report)
+    require_license(card_inputs.license)
     config = _config(preset, knobs)
     secret, _, summaries = _protect_source(
         source, key, split, config_name, config, audio_column=audio_column, label_column=label_column,
@@ -361,11 +354,10 @@ def card(
     from .card import evaluation_for
     from .figures import FIGURE_FILE, evaluation_chart
 
+    report = card_inputs.evaluation_report
     chart = evaluation_chart(evaluation_for(report, config.to_dict())) if report is not None else None
     text = render_card(
-        summaries, license=license or info.license, repo_id=repo_id, config_name=hub_config_name, source=info.name,
-        source_is_hub=info.is_hub,
-        pretty_name=pretty_name, attribution=attribution or info.attribution, evaluation_report=report, key=secret,
+        summaries, **vars(card_inputs), repo_id=repo_id, config_name=hub_config_name, key=secret,
         figure=FIGURE_FILE if chart is not None else None,
     )
     output.write_text(text, encoding="utf-8")
@@ -465,6 +457,18 @@ def _check_engine(
                          "protecting it); run --dry-run without them to check the card and the repo.")
     if num_proc is not None:
         raise ValueError("--num-proc is an option of the default engine; with --engine ray use --num-workers.")
+
+
+def _card_inputs(
+    source: str, license: str | None, pretty_name: str | None, attribution: str | None, eval_report: Path | None
+) -> Any:
+    """What the card says besides the figures: the options given, else the source's license and attribution."""
+    from .hub import CardInputs
+    from .sources import source_info
+
+    info = source_info(source)
+    return CardInputs(license or info.license, info.name, info.is_hub, pretty_name, attribution or info.attribution,
+                      (), _read_report(eval_report))
 
 
 def _read_report(path: Path | None) -> dict[str, Any] | None:

@@ -315,3 +315,24 @@ def test_bare_data_files_patterns_are_kept_as_the_train_split():
                              "test", None)
     assert merged["configs"][0]["data_files"] == [{"split": "train", "path": "data/*.parquet"},
                                                   {"split": "test", "path": "data/test-*"}]
+
+
+def test_merge_record_keeps_finished_repos_to_one_key_and_replaces_abandoned_uploads():
+    from hf_poscuda.hub.plan import merge_record
+    from hf_poscuda.hub.record import ShardUpload, UploadProgress
+
+    other = PosCUDAKey(bytes(range(1, 33)))
+    fresh, abandoned = merge_record(None, "a/b", KEY, {"k": 1})
+    assert fresh.key_id == KEY.key_id and abandoned == []
+    partial = ProtectionRecord(other.key_id, {"k": 1})
+    partial.set_progress("default", "train", UploadProgress("f", [ShardUpload("data/train-00000.parquet", 4, "s", 1.0,
+                                                                              [0])]))
+    replaced, abandoned = merge_record(partial, "a/b", KEY, {"k": 2})
+    assert replaced.key_id == KEY.key_id and replaced.uploads == {} and abandoned == ["data/train-00000.parquet"]
+    finished = ProtectionRecord(other.key_id, {"k": 1}, splits={"default": {"train": {}}})
+    with pytest.raises(ValueError, match="key id"):
+        merge_record(finished, "a/b", KEY, {"k": 1})
+    with pytest.raises(ValueError, match="other parameters"):
+        merge_record(ProtectionRecord(KEY.key_id, {"k": 1}, splits={"default": {"train": {}}}), "a/b", KEY, {"k": 2})
+    same = ProtectionRecord(KEY.key_id, {"k": 1}, splits={"default": {"train": {}}})
+    assert merge_record(same, "a/b", KEY, {"k": 1}) == (same, [])
