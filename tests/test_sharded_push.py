@@ -60,6 +60,9 @@ def test_streaming_push_round_trips_with_the_bytes_of_map_and_a_card(hub, tmp_pa
     assert record.summaries()["train"].clips == 12 and record.summaries()["test"].clips == 5
     assert record.progress("default", "train").complete
     assert not KEY.appears_in(b"".join(files.values()))
+    checked = runner.invoke(app, ["verify", "alice/streamed", "--key", str(tmp_path / "k.key"), "--original",
+                                  str(saved)])
+    assert checked.exit_code == 0 and "12 identical, 0 differing, 0 missing" in checked.output, checked.output
 
 
 def test_an_interrupted_push_resumes_without_redoing_committed_shards(hub, saved):
