@@ -1,5 +1,6 @@
-"""Cut an ordered stream of protected Arrow tables into Parquet shards, in row order, that keep the ``datasets``
-features (the ``huggingface`` schema metadata), so ``load_dataset`` gives an ``Audio`` column back."""
+"""A split protected as a stream (:class:`ProtectedStream`, what the streaming and the Ray engines both produce,
+with the fingerprint a resumed push relies on), and cutting such a stream into Parquet shards, in row order, that
+keep the ``datasets`` features (the ``huggingface`` schema metadata), so ``load_dataset`` gives ``Audio`` back."""
 
 from __future__ import annotations
 

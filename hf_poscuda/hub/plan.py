@@ -11,10 +11,10 @@ from typing import Any
 from ..card import evaluation_for, render_card
 from ..figures import FIGURE_FILE, evaluation_chart
 from ..key import PosCUDAKey
+from ..shards import MAX_SHARD_BYTES
 from .record import PROTECTION_FILE, ProtectionRecord
 
 CARD_COMMIT = "Update the PosCUDA dataset card"
-MAX_SHARD_BYTES = 500 * 10**6  # Dataset.push_to_hub's default max_shard_size
 
 
 def check_repo_id(repo_id: str) -> None:
