@@ -270,6 +270,18 @@ def test_review_cases_new_branch_replaced_partial_push_and_bad_sizes(hub, saved)
     record = ProtectionRecord.from_json(files[PROTECTION_FILE].decode())
     assert record.key_id == other.key_id and set(record.uploads["default"]) == {"test"}
     assert HfApi().list_repo_files("alice/replaced", repo_type="dataset")
+    # the same with the same split: the new key's first commit rewrites the paths the old one left
+    with pytest.raises(ConnectionError):
+        push_stream(crashing, "alice/replaced-same", KEY, card=CardInputs(license="mit"), rows_per_shard=4,
+                    commit_every=1)
+    stream_b = protected_stream(str(saved), other, split="train")
+    push_stream(stream_b, "alice/replaced-same", other, card=CardInputs(license="mit"), rows_per_shard=6,
+                commit_every=1)
+    got = load_dataset("alice/replaced-same", split="train")
+    source = DatasetDict.load_from_disk(str(saved))["train"]
+    assert _bytes(got) == _bytes(source.map(PosCUDA.for_dataset(source, other), batched=True))
+    assert sorted(f for f in hub.files("alice/replaced-same") if f.startswith("data/")) == [
+        "data/train-00000.parquet", "data/train-00001.parquet"]
 
 
 def test_cli_checks_every_split_before_pushing_any_and_handles_config_names(hub, tmp_path):

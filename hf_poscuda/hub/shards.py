@@ -153,8 +153,15 @@ def push_stream(
     prefix = data_prefix(config_name)
     message = commit_message or f"Upload PosCUDA-protected split {name}"
     pending: list[Any] = []
+    if abandoned:  # an interrupted push with another key or other parameters: its shards go with the first commit,
+        # together with the record that forgets them, so that no later interruption can orphan them
+        present = set(call_with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset", revision=revision),
+                                        "Listing the repo", repo_id, policy))
+        pending += [CommitOperationDelete(f) for f in abandoned if f in present]
 
     def commit(operations: list[Any], text: str) -> None:
+        added = {o.path_in_repo for o in operations if isinstance(o, CommitOperationAdd)}
+        operations = [o for o in operations if not (isinstance(o, CommitOperationDelete) and o.path_in_repo in added)]
         call_with_retries(
             lambda: api.create_commit(repo_id, operations=operations, commit_message=text, repo_type="dataset",
                                       revision=revision),
@@ -185,7 +192,7 @@ def push_stream(
         started, uploaded = now, uploaded + 1
         bar.update(table.num_rows)
         pending.append(operation)
-        if len(pending) >= commit_every:
+        if sum(isinstance(o, CommitOperationAdd) for o in pending) >= commit_every:
             record.set_progress(config_name, name, progress)
             commit([*pending, CommitOperationAdd(PROTECTION_FILE, checked_record_text(record, key).encode())],
                    f"{message} (shards up to {index:05d})")
@@ -200,14 +207,16 @@ def push_stream(
     ours = {s.path for s in progress.shards}
     existing_files = call_with_retries(lambda: api.list_repo_files(repo_id, repo_type="dataset", revision=revision),
                                        "Listing the repo", repo_id, policy)
-    stale = [f for f in existing_files if (f.startswith(f"{prefix}/{name}-") or f in abandoned) and f not in ours]
+    deleting = {o.path_in_repo for o in pending if isinstance(o, CommitOperationDelete)}
+    stale = [f for f in existing_files if f.startswith(f"{prefix}/{name}-") and f not in ours and f not in deleting]
     text = card_for(fetch_card_metadata(repo_id, revision, token, policy))
     operations = [*pending, *(CommitOperationDelete(f) for f in stale),
                   CommitOperationAdd("README.md", text.encode("utf-8")),
                   CommitOperationAdd(PROTECTION_FILE, checked_record_text(record, key).encode("utf-8"))]
     if chart is not None:
         operations.append(CommitOperationAdd(FIGURE_FILE, chart))
-    commit(operations, CARD_COMMIT if not pending else f"{message}; {CARD_COMMIT[0].lower()}{CARD_COMMIT[1:]}")
+    uploads = any(isinstance(o, CommitOperationAdd) for o in pending)
+    commit(operations, f"{message}; {CARD_COMMIT[0].lower()}{CARD_COMMIT[1:]}" if uploads else CARD_COMMIT)
     url = f"{api.endpoint}/datasets/{repo_id}"
     logger.info("Pushed split %s to %s: %d shards uploaded, %d already there", name, url, uploaded, skipped)
     return PushResult(repo_id, revision or "main", url, [name], record.summaries(), text,
