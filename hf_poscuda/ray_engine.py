@@ -7,8 +7,9 @@ The same :class:`~hf_poscuda.map_callable.PosCUDA` callable that ``Dataset.map``
 
 Sources: Parquet files or folders (local, or ``hf://datasets/<id>`` through ``huggingface_hub.HfFileSystem``, at a
 ``revision``), read shard by shard, and ``save_to_disk`` folders, which are opened with ``datasets`` (memory-mapped)
-and handed to Ray as one Arrow table: fine up to what the driver's object store holds; beyond, convert to Parquet. The output is Parquet shards that keep the ``datasets`` features (the
-``huggingface`` schema metadata), so ``load_dataset("parquet", data_dir=...)`` gives an ``Audio`` column again.
+and handed to Ray as one Arrow table: fine up to what the driver's object store holds; beyond, convert to Parquet.
+The output is Parquet shards that keep the ``datasets`` features (the ``huggingface`` schema metadata), so
+``load_dataset("parquet", data_dir=...)`` gives an ``Audio`` column again.
 
 The key is passed to the actors as a constructor argument, so it sits in Ray's object store (which may spill to
 disk) on the cluster's nodes: use machines you would trust with the key file.
@@ -31,8 +32,7 @@ from typing import Any
 from .config import PosCUDAConfig
 from .key import PosCUDAKey
 from .map_callable import PosCUDA
-from .quality import dataset_snr, measure_quality
-from .shards import ProtectedStream, SampleFigures, fingerprint, source_identity
+from .shards import ProtectedStream, SampleFigures, fingerprint, iter_shards, source_identity, write_parquet
 
 logger = logging.getLogger(__name__)
 
@@ -293,10 +293,7 @@ def ray_stream(
         table = table.select(features.arrow_schema.names).cast(features.arrow_schema)
         original = Dataset(InMemoryTable(table), info=DatasetInfo(features=features))
         original = original.cast_column(audio_column, Audio(decode=False))
-        protected = original.map(fn, batched=True, batch_size=batch_size)
-        snr, clips = dataset_snr(original, protected, audio_column, sample_clips)
-        quality = measure_quality(original, protected, quality_clips, audio_column) if quality_clips else None
-        return SampleFigures(snr, clips, quality)
+        return SampleFigures.measure(original, fn, audio_column, batch_size, quality_clips)
 
     digest = fingerprint(source=identity, split=src.split, audio_column=audio_column, label_column=label_column,
                          label_names=label_names, key_id=key.key_id, parameters=config.to_dict(),
@@ -370,7 +367,7 @@ def protect_with_ray(
         start = time.perf_counter()
         # The driver writes the shards from Ray's ordered stream: Ray's own write_parquet names files by task, and
         # its file order did not always follow the row order in tests. Rows stay in the source's order this way.
-        files, rows = _write_shards(tables, out, name, stream.features.arrow_schema, rows_per_shard)
+        files, rows = _write_shards(tables, out, name, stream.features, rows_per_shard)
         seconds = time.perf_counter() - start
     logger.info("Protected %d rows with Ray into %d Parquet files in %.1f s", rows, len(files), seconds)
     return RayProtectionResult(str(out), files, rows, seconds, key.key_id, stream.label_names, stream.config, name)
@@ -409,43 +406,25 @@ def push_with_ray(
 
 
 def _write_shards(
-    tables: Any, out: Path, name: str, schema: Any, rows_per_shard: int | None, max_shard_bytes: int = 500 * 10**6
+    tables: Any, out: Path, name: str, features: Any, rows_per_shard: int | None
 ) -> tuple[list[str], int]:
-    """Write an ordered stream of Arrow tables as ``{name}-00000-of-000NN.parquet`` shards of at most
-    ``rows_per_shard`` rows (default: about ``max_shard_bytes``, ``push_to_hub``'s shard size), with ``schema``
-    (the datasets features in its metadata). Shards go to a staging folder first and are renamed at the end.
+    """Write an ordered stream of Arrow tables as ``{name}-00000-of-000NN.parquet`` shards, cut by
+    :func:`~hf_poscuda.shards.iter_shards` (at most ``rows_per_shard`` rows; default about 500 MB, ``push_to_hub``'s
+    shard size) and written by :func:`~hf_poscuda.shards.write_parquet` with the datasets ``features`` in their
+    schema metadata, as a sharded push writes them. Shards go to a staging folder first and are renamed at the end.
     Returns the shard paths and the rows written."""
     import shutil
-
-    import pyarrow.parquet as pq
 
     staging = out / f".ray-{name}"
     shutil.rmtree(staging, ignore_errors=True)  # what an interrupted run left behind
     staging.mkdir(parents=True)
     written: list[Path] = []
-    writer = None
-    rows = size = total = 0
+    total = 0
     try:
-        for table in tables:
-            if schema is not None:
-                table = table.select(schema.names).cast(schema)
-            start = 0
-            while start < table.num_rows:
-                if writer is None:
-                    written.append(staging / f"{len(written):05d}.parquet")
-                    writer = pq.ParquetWriter(str(written[-1]), schema if schema is not None else table.schema)
-                    rows = size = 0
-                room = table.num_rows - start if rows_per_shard is None else min(table.num_rows - start,
-                                                                                 rows_per_shard - rows)
-                part = table.slice(start, room)
-                writer.write_table(part)
-                rows, size, start = rows + part.num_rows, size + part.nbytes, start + part.num_rows
-                total += part.num_rows
-                if (rows_per_shard is not None and rows >= rows_per_shard) or size >= max_shard_bytes:
-                    writer.close()
-                    writer = None
-        if writer is not None:
-            writer.close()
+        for shard in iter_shards(tables, features.arrow_schema, rows_per_shard):
+            written.append(staging / f"{len(written):05d}.parquet")
+            write_parquet(shard, str(written[-1]), features)
+            total += shard.num_rows
         files = []
         for i, path in enumerate(written):
             target = out / f"{name}-{i:05d}-of-{len(written):05d}.parquet"
@@ -453,6 +432,4 @@ def _write_shards(
             files.append(str(target))
         return files, total
     finally:
-        if writer is not None:
-            writer.close()
         shutil.rmtree(staging, ignore_errors=True)

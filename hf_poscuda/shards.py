@@ -20,7 +20,7 @@ def iter_shards(
 ) -> Iterator[Any]:
     """Regroup an ordered stream of ``pyarrow.Table`` into shard tables of at most ``rows_per_shard`` rows, each
     closed as soon as it reaches ``max_shard_bytes`` of Arrow data. Rows keep their order; one shard is held at a
-    time.
+    time. Bad sizes raise here, when it is called, before any table is read.
 
     Args:
         tables (`Iterable[pyarrow.Table]`): protected batches, in row order.
@@ -39,12 +39,21 @@ def iter_shards(
 
     ```
     """
-    import pyarrow as pa
+    check_shard_sizes(rows_per_shard, max_shard_bytes)
+    return _regroup(tables, schema, rows_per_shard, max_shard_bytes)  # the sizes are checked on the call, eagerly
 
+
+def check_shard_sizes(rows_per_shard: int | None, max_shard_bytes: int) -> None:
+    """Raise a ``ValueError`` unless both shard limits are at least 1."""
     if rows_per_shard is not None and rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}.")
     if max_shard_bytes < 1:
         raise ValueError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}.")
+
+
+def _regroup(tables: Iterable[Any], schema: Any, rows_per_shard: int | None, max_shard_bytes: int) -> Iterator[Any]:
+    import pyarrow as pa
+
     parts: list[Any] = []
     rows = size = 0
     for table in tables:
@@ -64,15 +73,20 @@ def iter_shards(
         yield pa.concat_tables(parts)
 
 
-def parquet_bytes(table: Any, features: Any = None) -> bytes:
-    """One Parquet file's bytes for ``table``, with ``datasets``' row-group size for its features (100 rows for
-    audio, so that viewers and streaming readers fetch little at a time)."""
+def write_parquet(table: Any, sink: Any, features: Any = None) -> None:
+    """Write ``table`` as one Parquet file to ``sink`` (a path or a binary file), with ``datasets``' row-group size
+    for its features (100 rows for audio, so that viewers and streaming readers fetch little at a time)."""
     import pyarrow.parquet as pq
     from datasets.arrow_writer import get_writer_batch_size_from_features
 
     row_group = get_writer_batch_size_from_features(features) if features is not None else None
+    pq.write_table(table, sink, row_group_size=row_group)
+
+
+def parquet_bytes(table: Any, features: Any = None) -> bytes:
+    """:func:`write_parquet` into memory: the file's bytes."""
     buffer = io.BytesIO()
-    pq.write_table(table, buffer, row_group_size=row_group)
+    write_parquet(table, buffer, features)
     return buffer.getvalue()
 
 
@@ -89,6 +103,19 @@ class SampleFigures:
     snr_db: float
     snr_clips: int
     quality: dict[str, Any] | None = None
+
+    @classmethod
+    def measure(cls, original: Any, fn: Any, audio_column: str, batch_size: int, quality_clips: int) -> SampleFigures:
+        """Protect ``original`` (a small ``datasets.Dataset`` with ``Audio(decode=False)``) with the map callable
+        ``fn`` and measure SNR over all of it, and PESQ/STOI/LSD on ``quality_clips`` of it (0: not scored)."""
+        from .quality import dataset_snr, measure_quality
+
+        if len(original) == 0:
+            return cls(float("nan"), 0)
+        protected = original.map(fn, batched=True, batch_size=batch_size)
+        snr, clips = dataset_snr(original, protected, audio_column, len(original))
+        quality = measure_quality(original, protected, quality_clips, audio_column) if quality_clips else None
+        return cls(snr, clips, quality)
 
 
 @dataclass

@@ -17,7 +17,6 @@ from typing import Any
 from .config import PosCUDAConfig
 from .key import PosCUDAKey
 from .map_callable import PosCUDA
-from .quality import dataset_snr, measure_quality
 from .shards import ProtectedStream, SampleFigures, fingerprint, source_identity
 
 logger = logging.getLogger(__name__)
@@ -140,19 +139,13 @@ def protected_stream(
 
     def tables(skip: int) -> Iterator[Any]:
         rest = raw.skip(skip) if skip else raw
-        return _arrow_batches(rest.map(fn, batched=True, batch_size=batch_size), batch_size)
+        return rest.map(fn, batched=True, batch_size=batch_size).with_format("arrow").iter(batch_size=batch_size)
 
     def sample() -> SampleFigures:
         from datasets import Dataset
 
-        rows = list(itertools.islice(iter(raw), sample_clips))
-        if not rows:
-            return SampleFigures(float("nan"), 0)
-        original = Dataset.from_list(rows, features=raw.features)
-        protected = original.map(fn, batched=True, batch_size=batch_size)
-        snr, clips = dataset_snr(original, protected, audio_column, sample_clips)
-        quality = measure_quality(original, protected, quality_clips, audio_column) if quality_clips else None
-        return SampleFigures(snr, clips, quality)
+        original = Dataset.from_list(list(itertools.islice(iter(raw), sample_clips)), features=raw.features)
+        return SampleFigures.measure(original, fn, audio_column, batch_size, quality_clips)
 
     digest = fingerprint(source=identity, split=name, config_name=config_name, audio_column=audio_column,
                          label_column=label_column, label_names=label_names, key_id=key.key_id,
@@ -181,8 +174,3 @@ def _labels(source: str, split: str, config_name: str | None, revision: str | No
     labels, _ = _open(source, split, config_name, revision, token, columns=[label_column])
     for batch in labels.iter(batch_size=10_000):
         yield from batch[label_column]
-
-
-def _arrow_batches(dataset: Any, batch_size: int) -> Iterator[Any]:
-    """The rows of an ``IterableDataset`` as ``pyarrow.Table`` batches, in order."""
-    yield from dataset.with_format("arrow").iter(batch_size=batch_size)

@@ -25,7 +25,7 @@ from ..figures import FIGURE_FILE
 from ..key import PosCUDAKey
 from ..leaks import scan_table_for_secret
 from ..protect import ProtectionSummary
-from ..shards import MAX_SHARD_BYTES, ProtectedStream, iter_shards, parquet_bytes
+from ..shards import MAX_SHARD_BYTES, ProtectedStream, check_shard_sizes, iter_shards, parquet_bytes
 from .plan import (
     CARD_COMMIT,
     CardInputs,
@@ -88,10 +88,7 @@ def push_stream(
     check_repo_id(repo_id)
     if commit_every < 1:
         raise ValueError(f"commit_every must be >= 1, got {commit_every}.")
-    if rows_per_shard is not None and rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}.")
-    if max_shard_bytes < 1:
-        raise ValueError(f"max_shard_bytes must be >= 1, got {max_shard_bytes}.")
+    check_shard_sizes(rows_per_shard, max_shard_bytes)
     if stream.key_id != key.key_id:
         raise ValueError(f"The stream protects with key id {stream.key_id}, not with the given key.")
     card = card or CardInputs()
@@ -107,7 +104,10 @@ def push_stream(
     if progress is not None and progress.fingerprint != stream.fingerprint:
         logger.info("The repo's upload of split %s came from other data or settings; starting it over.", name)
         progress = None
-    progress = _still_there(api, repo_id, revision, progress, policy) if progress else UploadProgress(stream.fingerprint)
+    if progress is None:
+        progress = UploadProgress(stream.fingerprint)
+    else:
+        progress = _still_there(api, repo_id, revision, progress, policy)
     skipped = len(progress.shards)
     stream.check()  # every label, and rows to push: before the repo is created or anything uploaded
     figures = stream.sample()
