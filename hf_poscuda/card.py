@@ -15,7 +15,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
-from . import __version__
+from ._version import __version__
 from .config import PosCUDAConfig
 from .formatting import attack_cell, display_checkpoint, display_label, finetune_words, key_range, no_evidence
 from .formatting import number as _num

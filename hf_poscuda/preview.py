@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from datasets import Audio, Dataset
 
-from . import __version__
+from ._version import __version__
 from .audio_io import read_clip
 from .config import PosCUDAConfig
 from .formatting import number

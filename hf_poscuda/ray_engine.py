@@ -230,7 +230,7 @@ def ray_stream(
 
     ray = _ray()
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # rows in the source's order
-    from . import __version__
+    from ._version import __version__
 
     config = config or PosCUDAConfig()
     identity = source_identity(source, revision, token)

@@ -97,7 +97,7 @@ def protected_stream(
     """
     from datasets import Audio, ClassLabel
 
-    from . import __version__
+    from ._version import __version__
     from .map_callable import resolve_device
 
     config = config or PosCUDAConfig()

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from datasets import Audio, Dataset, DatasetDict
 
-from .. import __version__
+from .._version import __version__
 from ..audio_io import read_clip
 from ..config import PosCUDAConfig
 from ..key import PosCUDAKey

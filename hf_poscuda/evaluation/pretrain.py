@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from .experiment import to_arrays
 from .models import HF_MODELS, build_hf_model
 from .training import TrainingRecipe, train_hf

@@ -43,7 +43,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..formatting import attack_cell, finetune_words, no_evidence
 from ..formatting import number as _num
 from ..formatting import percent as _pct

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .._version import __version__
 from ..protect import ProtectionSummary
 from .retry import RetryPolicy, call_with_retries
 
