@@ -67,7 +67,7 @@ class PosCUDA:
             Defaults to ``len(label_names)`` when names are given, else unbounded.
         device (`str` or `torch.device`, *optional*): where to compute; ``None`` = CUDA when available.
         output_format (`str`, defaults to `"wav"`): ``"wav"`` (32-bit float, lossless) or ``"flac"`` (24-bit).
-        max_batch_samples (`int`, *optional*, defaults to :data:`MAX_BATCH_SAMPLES`): memory bound. Clips are
+        max_batch_samples (`int`, *optional*, defaults to `MAX_BATCH_SAMPLES` = `2**24`): memory bound. Clips are
             padded to a common length to be filtered together; a batch is split, by length, into sub-batches of at
             most this many padded samples (a clip longer than that goes alone), so memory follows the audio in a
             batch, not batch size x its longest clip. Output bytes do not depend on it. ``None``: one padded tensor

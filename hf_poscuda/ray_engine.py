@@ -337,7 +337,8 @@ def protect_with_ray(
         source (`str`): Parquet file/folder, ``save_to_disk`` folder, or ``hf://datasets/<id>[/<config path>]``.
         output (`str`): folder for the Parquet shards, named ``{split}-00000-of-000NN.parquet`` (default split name
             ``train``), so ``load_dataset("parquet", data_dir=output)`` reads every split protected into it.
-        key (`PosCUDAKey`), config (`PosCUDAConfig`, *optional*): as for :class:`~hf_poscuda.PosCUDA`.
+        key (`PosCUDAKey`): the private key, as for :class:`~hf_poscuda.PosCUDA`.
+        config (`PosCUDAConfig`, *optional*): the parameters (default: the default preset).
         split (`str`, *optional*): which split (file names ``{split}-*.parquet`` or a ``{split}/`` folder; the split
             of a ``save_to_disk`` DatasetDict).
         label_names (`list[str]`, *optional*): class names in index order; default: ``ClassLabel`` names from the
@@ -346,7 +347,8 @@ def protect_with_ray(
         concurrency (`int`, *optional*): number of actors (default: one per GPU share, else the cluster's CPUs
             less one, which reading and writing need).
         num_gpus (`float`, defaults to `0`): GPUs per actor (the transform runs on CUDA when given one).
-        revision, token: for ``hf://`` sources.
+        revision (`str`, *optional*): the commit, branch or tag of an ``hf://`` source.
+        token (`str`, *optional*): a Hub token for an ``hf://`` source.
         address (`str`, *optional*): a Ray cluster to connect to; default: the running one or a new local one.
         rows_per_shard (`int`, *optional*): at most this many rows per output Parquet file (default: shards of about
             500 MB, like ``push_to_hub``).
@@ -388,11 +390,14 @@ def push_with_ray(
     labels are checked before the first upload; resumable; nothing is kept on local disk.
 
     Args:
-        source, key, config, address: as for :func:`protect_with_ray`.
+        source (`str`): as for :func:`protect_with_ray`.
         repo_id (`str`): the Hub dataset repo.
+        key (`PosCUDAKey`): the private key.
+        config (`PosCUDAConfig`, *optional*): the parameters (default: the default preset).
         splits (`Sequence[str | None]`, defaults to `(None,)`): the splits (``None``: the source's only split).
         stream_options (`dict`, *optional*): other arguments of :func:`ray_stream` (``batch_size``,
             ``concurrency``, ``num_gpus``, ``output_format``, ``quality_clips``, ``token``...).
+        address (`str`, *optional*): a Ray cluster to connect to, as for :func:`protect_with_ray`.
         push_options: arguments of :func:`hf_poscuda.hub.push_stream` (``card``, ``token``, ``rows_per_shard``...).
 
     Returns:

@@ -32,8 +32,11 @@ class CardInputs:
 
     Args:
         license (`str`, *optional*): license id; required unless the repo's card already has one.
-        source (`str`, *optional*), source_is_hub (`bool`), pretty_name (`str`, *optional*),
-        attribution (`str`, *optional*), tags (`Sequence[str]`): as for ``render_card``.
+        source (`str`, *optional*): the source dataset (a Hub id, or a local folder's name).
+        source_is_hub (`bool`, defaults to `False`): whether ``source`` is a Hub id (then it is linked).
+        pretty_name (`str`, *optional*): title.
+        attribution (`str`, *optional*): extra attribution text required by the source's license.
+        tags (`Sequence[str]`, defaults to `()`): extra tags.
         evaluation_report (`Mapping`, *optional*): an ``hf-poscuda evaluate`` report with a setting that has the
             pushed parameters.
     """

@@ -72,7 +72,11 @@ def push_protected(
         repo_id (`str`): ``"namespace/name"``.
         key (`PosCUDAKey`): the key they were protected with; used only to check that no byte of it is uploaded.
         license (`str`, *optional*): license id for the card; required unless the repo's card already has one.
-        source, source_is_hub, pretty_name, attribution, tags: see :func:`~hf_poscuda.card.render_card`.
+        source (`str`, *optional*): the source dataset (a Hub id, or a local folder's name).
+        source_is_hub (`bool`, defaults to `False`): whether ``source`` is a Hub id (then it is linked).
+        pretty_name (`str`, *optional*): title of the card.
+        attribution (`str`, *optional*): extra attribution text required by the source's license.
+        tags (`Sequence[str]`, defaults to `()`): extra tags.
         evaluation_report (`Mapping`, *optional*): an ``hf-poscuda evaluate`` report with a setting that has the
             pushed parameters. Without one, a report pushed earlier to this repo is kept on the card.
         config_name (`str`, defaults to `"default"`): dataset config to push under.
