@@ -5,7 +5,9 @@ the countermeasures, cached run by run (``runs.jsonl``) so it can be stopped and
         --keys 0,1,2,3,4 --splits official,speaker --models logmel_cnn,raw_cnn --attacks none,blind_eq
 
 ``--report`` writes the summary tables (mean over keys and worst key) and the frontier plots from what is
-recorded, without training anything. Settings are named below; every knob is spelled out against BASE.
+recorded, without training anything; ``--report --docs docs`` also rewrites the result tables of the docs pages
+(their ``<!-- efficacy:NAME -->`` regions) and ``cards/fsdd_measured.json``. Settings are named below; every knob is
+spelled out against BASE.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +23,9 @@ from hf_poscuda import PRESETS, PosCUDAConfig
 from hf_poscuda.sources import load_fsdd
 from hf_poscuda.evaluation import ModelSpec, TrainingRecipe
 from hf_poscuda.evaluation.protocol import DataSpec, run_grid
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_markers import add_docs_option, rewrite_regions  # noqa: E402
 
 # The sweep's settings are spelled out against BASE, which fixes every knob the package defaults set (the
 # defaults were chosen from these numbers, so they must not move the settings under the recorded results).
@@ -102,7 +108,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--hf-epochs", type=int, default=8)
     parser.add_argument("--report", action="store_true", help="only write summary.md and frontier plots")
-    parser.add_argument("--readme", default=None, help="with --report: also rewrite the marked tables in this file")
+    add_docs_option(parser)  # with --report: --docs docs rewrites the marked tables of the docs pages
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -113,8 +119,8 @@ def main() -> None:
     if args.report:
         write_attack_costs(Path(args.output), args.fsdd)
         write_summary(Path(args.output))
-        if args.readme:
-            update_readme(Path(args.readme), Path(args.output))
+        if args.docs:
+            update_docs(args.docs, Path(args.output))
             write_card_summary(Path(args.output))
         return
 
@@ -180,8 +186,9 @@ def write_attack_costs(out: Path, fsdd: str, clips: int = 50) -> None:
     path.write_text(json.dumps(dict(sorted(costs.items())), indent=1))
 
 
-def readme_tables(out: Path) -> dict[str, str]:
-    """The README's result tables, generated from the recorded runs (tests/test_fsdd_results.py checks them)."""
+def docs_tables(out: Path) -> dict[str, str]:
+    """The docs' result tables (``docs/results/``), generated from the recorded runs (tests/test_fsdd_results.py
+    checks that the pages hold them)."""
     from hf_poscuda.evaluation.protocol import (
         CLEAN, NO_ATTACK, _read_jsonl, attacks_summary_markdown, summarise, summary_markdown,
     )
@@ -218,15 +225,10 @@ def write_card_summary(out: Path, path: Path = Path("cards/fsdd_measured.json"))
     path.write_text(json.dumps(summary, indent=1) + "\n")
 
 
-def update_readme(readme: Path, out: Path) -> None:
-    """Replace every ``<!-- efficacy:NAME -->...<!-- /efficacy:NAME -->`` region with the generated table."""
-    import re
-
-    text = readme.read_text()
-    for name, table in readme_tables(out).items():
-        pattern = re.compile(rf"(<!-- efficacy:{re.escape(name)} -->\n).*?(<!-- /efficacy:{re.escape(name)} -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
-    readme.write_text(text)
+def update_docs(targets: list[Path], out: Path) -> None:
+    """Replace every ``<!-- efficacy:NAME -->...<!-- /efficacy:NAME -->`` region in the Markdown files or folders
+    ``targets`` with the generated table (a table with no region anywhere is an error)."""
+    rewrite_regions(targets, "efficacy", docs_tables(out))
 
 
 if __name__ == "__main__":

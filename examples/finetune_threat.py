@@ -5,7 +5,7 @@ Three steps, one command each (every step skips what is already done, so a stopp
     python examples/finetune_threat.py corpus     # espeak-ng corpus, with and without digit words (~2 min)
     python examples/finetune_threat.py pretrain   # wav2vec2-small and AST-small checkpoints (~45 min on 2 CPUs)
     python examples/finetune_threat.py threat --fsdd ../shared/data/fsdd/recordings   # the runs (~1.5 h)
-    python examples/finetune_threat.py report --readme README.md   # tables from runs.jsonl
+    python examples/finetune_threat.py report --docs docs   # tables from runs.jsonl, into the docs pages
 
 Checkpoints and corpora go to ``examples/results/pretrained/`` (not committed: rebuilt by the commands above;
 each checkpoint's ``pretraining.json`` is committed under ``examples/results/finetune/``). The threat runs use
@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from hf_poscuda import PosCUDAConfig
 from hf_poscuda.evaluation import DataSpec, ModelSpec, TrainingRecipe, run_grid, summarise
 from hf_poscuda.evaluation.corpus import WORDS, SpeechCorpusConfig, build_speech_corpus
 from hf_poscuda.evaluation.pretrain import RECORD_NAME, pretrain_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_markers import add_docs_option, rewrite_regions  # noqa: E402
 
 WORK = Path("examples/results/pretrained")
 OUT = Path("examples/results/finetune")
@@ -108,7 +112,8 @@ def _pct(row: dict | None, worst: bool = True) -> str:
 
 
 def tables() -> dict[str, str]:
-    """The README's fine-tuning tables: threat runs next to the from-scratch runs of the efficacy sweep."""
+    """The docs' fine-tuning tables (``docs/results/fine-tuning.md``): threat runs next to the from-scratch runs of
+    the efficacy sweep."""
     from hf_poscuda.evaluation.protocol import CLEAN, _read_jsonl, display_label
     from hf_poscuda.formatting import key_range
 
@@ -146,21 +151,16 @@ def tables() -> dict[str, str]:
     return {"threat": threat, "pretraining": "\n".join(pre) + "\n", "keys": ", ".join(map(str, keys))}
 
 
-def report(readme: Path | None) -> None:
-    """Write ``summary.md`` and, with ``readme``, replace its ``<!-- finetune:NAME -->`` regions."""
-    import re
-
+def report(docs: list[Path]) -> None:
+    """Write ``summary.md`` and replace the ``<!-- finetune:NAME -->`` regions of the Markdown files or folders
+    ``docs`` (none: only ``summary.md``)."""
     generated = tables()
     (OUT / "summary.md").write_text(
         "# Fine-tuning threat: clean-test accuracy in %, mean over keys (worst key) [mean best epoch]\n\n"
         + generated["threat"] + "\n## Pretrained checkpoints\n\n" + generated["pretraining"]
     )
-    if readme is not None:
-        text = readme.read_text()
-        for name in ("threat", "pretraining"):
-            pattern = re.compile(rf"(<!-- finetune:{name} -->\n).*?(<!-- /finetune:{name} -->)", re.S)
-            text = pattern.sub(lambda m, t=generated[name]: m.group(1) + t + m.group(2), text)
-        readme.write_text(text)
+    if docs:
+        rewrite_regions(docs, "finetune", {name: generated[name] for name in ("threat", "pretraining")})
 
 
 def main() -> None:
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--splits", default="official,speaker")
     parser.add_argument("--keys", default=",".join(map(str, KEYS)))
     parser.add_argument("--fsdd", default="../shared/data/fsdd/recordings")
-    parser.add_argument("--readme", type=Path, default=None)
+    add_docs_option(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     corpora, models = args.corpora.split(","), args.models.split(",")
@@ -184,7 +184,7 @@ def main() -> None:
         threat(args.fsdd, models, corpora, args.modes.split(","), args.splits.split(","),
                [int(k) for k in args.keys.split(",")])
     else:
-        report(args.readme)
+        report(args.docs)
 
 
 if __name__ == "__main__":

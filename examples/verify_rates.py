@@ -6,17 +6,17 @@ preset), it runs the blind check of :mod:`hf_poscuda.verify` on
   - the clean split (false positives),
   - the split protected with another key (false positives),
   - the protected split after each waveform countermeasure of ``hf_poscuda.evaluation.attacks`` (hit rate).
-Writes ``examples/results/verify/checks.jsonl`` and ``summary.md``; ``--readme README.md`` updates the README's
-``<!-- verify:rates -->`` region.
+Writes ``examples/results/verify/checks.jsonl`` and ``summary.md``; ``--docs docs`` updates the
+``<!-- verify:rates -->`` region of the docs pages (``docs/verify.md``).
 
-    python examples/verify_rates.py --fsdd ../shared/data/fsdd/recordings --readme README.md
+    python examples/verify_rates.py --fsdd ../shared/data/fsdd/recordings --docs docs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,9 @@ from hf_poscuda.evaluation import get_attack, to_arrays
 from hf_poscuda.evaluation.attacks import ATTACKS
 from hf_poscuda.evaluation.protocol import public_eval_key
 from hf_poscuda.verify import blind_check
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_markers import add_docs_option, rewrite_regions  # noqa: E402
 
 OUT = Path("examples/results/verify")
 
@@ -41,7 +44,7 @@ def main() -> None:
     parser.add_argument("--fsdd", default="../shared/data/fsdd/recordings")
     parser.add_argument("--keys", type=int, default=10)
     parser.add_argument("--attack-keys", type=int, default=5)
-    parser.add_argument("--readme", type=Path, default=None)
+    add_docs_option(parser)
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "checks.jsonl"
@@ -71,15 +74,13 @@ def main() -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
     text = rates_table([json.loads(line) for line in path.read_text().splitlines()])
     (OUT / "summary.md").write_text("# Blind check of `hf-poscuda verify` on FSDD (official test split)\n\n" + text)
-    if args.readme is not None:
-        readme = args.readme.read_text()
-        pattern = re.compile(r"(<!-- verify:rates -->\n).*?(<!-- /verify:rates -->)", re.S)
-        args.readme.write_text(pattern.sub(lambda m: m.group(1) + text + m.group(2), readme))
+    if args.docs:
+        rewrite_regions(args.docs, "verify", {"rates": text})
     print(text)
 
 
 def rates_table(records: list[dict]) -> str:
-    """The README table: per kind of audio, how many keys gave the verdict *protected*, mean agreement, z range."""
+    """The docs' table (``docs/verify.md``): per kind of audio, how many keys gave the verdict *protected*, mean agreement, z range."""
     table = ["| audio checked | keys | verdict *protected* | detected class = label (mean over keys) | z (min – max) |",
              "|---|---:|---:|---:|---:|"]
     for case in dict.fromkeys(r["case"] for r in records):

@@ -131,9 +131,11 @@ def test_card_says_what_the_parameters_do_and_lists_the_knobs_in_use(preset, sen
     assert shown in card and f"`{hidden}`" not in card
 
 
-def test_readme_quotes_the_default_sentence():
-    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
-    assert f"*{PosCUDAConfig().describe()}*" in readme
+def test_docs_quote_the_default_sentence():
+    from tests.docs_pages import page
+
+    text = " ".join(page("how-it-works.md").split())
+    assert f"*{PosCUDAConfig().describe()}*" in text
 
 
 def test_the_core_does_not_import_the_evaluation_package():
@@ -199,16 +201,18 @@ def test_a_pretrained_start_is_marked_on_the_card_and_the_report(protected, held
     assert "**Pretrained start**" in text and "`ast@probe:ckpt/ast-small-espeak` fine-tunes" in text
 
 
-def test_what_the_readme_imports_is_exported():
-    """Every ``from hf_poscuda... import ...`` line of the README works, and top-level names are in __all__."""
+def test_what_the_readme_and_docs_import_is_exported():
+    """Every ``from hf_poscuda... import ...`` line of the README and the docs pages works, and top-level names are
+    in __all__."""
     import importlib
     import re
 
     import hf_poscuda
+    from tests.docs_pages import README, pages
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    found = re.findall(r"^from (hf_poscuda[\w.]*) import (.+)$", readme, flags=re.M)
-    assert found
+    found = [hit for text in [README.read_text(), *pages().values()]
+             for hit in re.findall(r"^from (hf_poscuda[\w.]*) import (.+)$", text, flags=re.M)]
+    assert len(found) >= 4
     for module, names in found:
         for name in (n.strip() for n in names.split("#")[0].split(",")):
             assert hasattr(importlib.import_module(module), name), (module, name)

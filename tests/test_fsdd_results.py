@@ -1,5 +1,5 @@
-"""The committed FSDD results: they measure the shipped presets, cover the protocol the README reports, the README
-tables are generated from them, and (slow) the recorded public-key run of the default reproduces."""
+"""The committed FSDD results: they measure the shipped presets, cover the protocol the docs report, the docs'
+result tables are generated from them, and (slow) the recorded public-key run of the default reproduces."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from hf_poscuda import PRESETS, PosCUDAConfig
 from hf_poscuda.evaluation import ATTACKS
 from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, public_eval_key
+from tests.docs_pages import page, pages_holding, region
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "examples" / "results" / "efficacy"
@@ -39,7 +40,7 @@ def test_results_measure_the_shipped_presets():
 
 
 def test_the_default_is_measured_with_the_whole_protocol():
-    """The coverage the README states: 5 keys for all four models on both splits (and the CNNs with blind EQ),
+    """The coverage the docs state: 5 keys for all four models on both splits (and the CNNs with blind EQ),
     for the adaptive equalisers on both CNNs, the whole suite on the raw CNN and 16 kHz; 2 keys for three
     more countermeasures on the log-mel CNN. A run that goes missing from the record fails here."""
     runs = read(RESULTS, "runs.jsonl")
@@ -83,22 +84,21 @@ def test_the_sweep_is_recorded_for_dozens_of_settings():
     for name in settings:
         assert len(keys_of(runs, setting=name, model="raw_cnn", attack=NO_ATTACK)) >= 2, name
     assert (SWEEP / "frontier_official_8000.png").read_bytes()[:4] == b"\x89PNG"
-    assert "](examples/results/efficacy_sweep/frontier_official_8000.png)" in (ROOT / "README.md").read_text()
+    assert "](../../examples/results/efficacy_sweep/frontier_official_8000.png)" in page("results/sweep.md")
 
 
-def test_readme_tables_are_the_recorded_numbers():
-    """Every result table of the README is generated from runs.jsonl (examples/efficacy_sweep.py --report
-    --readme README.md): a number there cannot drift from the record."""
+def test_docs_tables_are_the_recorded_numbers():
+    """Every result table of the docs is generated from runs.jsonl (examples/efficacy_sweep.py --report
+    --docs docs): a number there cannot drift from the record. Each table is on exactly one page."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("efficacy_sweep", ROOT / "examples" / "efficacy_sweep.py")
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    readme = (ROOT / "README.md").read_text()
-    tables = sweep.readme_tables(RESULTS)
+    tables = sweep.docs_tables(RESULTS)
     assert {"official", "speaker", "official-blind-eq", "speaker-blind-eq", "16k", "attacks"} <= set(tables)
     for name, table in tables.items():
-        assert f"<!-- efficacy:{name} -->\n{table}<!-- /efficacy:{name} -->" in readme, name
+        assert len(pages_holding(region("efficacy", name, table))) == 1, name
 
 
 @pytest.mark.slow
@@ -175,7 +175,7 @@ def test_a_card_without_report_quotes_fsdd_and_says_when_protection_failed():
         assert "**From a pretrained start the protection did not hold**" in card
 
 
-def test_readme_finetune_tables_are_the_recorded_runs(monkeypatch):
+def test_docs_finetune_tables_are_the_recorded_runs(monkeypatch):
     """The fine-tuning threat tables are generated from examples/results/finetune (runs and pretraining records)."""
     import importlib.util
 
@@ -183,11 +183,10 @@ def test_readme_finetune_tables_are_the_recorded_runs(monkeypatch):
     spec = importlib.util.spec_from_file_location("finetune_threat", ROOT / "examples" / "finetune_threat.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    readme = (ROOT / "README.md").read_text()
     for name, table in module.tables().items():
         if name == "keys":
             continue
-        assert f"<!-- finetune:{name} -->\n{table}<!-- /finetune:{name} -->" in readme, name
+        assert region("finetune", name, table) in page("results/fine-tuning.md"), name
     runs = read(FINETUNE, "runs.jsonl")
     assert {r["key"] for r in runs if r["setting"] != CLEAN} >= {0, 1, 2}
     assert any(r["model"].startswith("ast@probe:") for r in runs)

@@ -129,17 +129,19 @@ def test_verify_reads_parquet_files(tmp_path, protected):
         verify(str(tmp_path / "train.parquet"), KEY, splits=["test"])
 
 
-def test_readme_verify_rates_are_the_recorded_checks():
+def test_docs_verify_rates_are_the_recorded_checks():
+    """docs/verify.md's table is what examples/verify_rates.py makes from the recorded checks."""
     import importlib.util
     from pathlib import Path
+
+    from tests.docs_pages import page, region
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("verify_rates", root / "examples" / "verify_rates.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     records = [json.loads(line) for line in (root / "examples/results/verify/checks.jsonl").read_text().splitlines()]
-    readme = (root / "README.md").read_text()
-    assert "<!-- verify:rates -->\n" + module.rates_table(records) + "<!-- /verify:rates -->" in readme
+    assert region("verify", "rates", module.rates_table(records)) in page("verify.md")
     hits = [r for r in records if r["case"] == "protected with the key"]
     misses = [r for r in records if r["case"] in ("clean", "protected with another key")]
     assert len(hits) >= 10 and all(r["protected"] for r in hits) and not any(r["protected"] for r in misses)
