@@ -1,6 +1,6 @@
 """MkDocs hooks for the hf-poscuda site (``mkdocs.yml`` names this file under ``hooks:``).
 
-Two jobs, both so that nothing on the site is copied by hand:
+Three jobs, so that nothing on the site is copied by hand:
 
 - **Figures**: the result plots live once in git, under ``examples/results/`` beside the runs they were drawn
   from. They are added to the site at build time, and a page links them by their path in the repository
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from mkdocs.structure.files import File, Files
-
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Folders of the repository (outside ``docs/``) whose images the pages may show.
@@ -79,8 +78,13 @@ def knob_table(module: str, name: str) -> str:
             continue
         if field.name not in described:
             raise ValueError(f"{name}.{field.name} is not described in the Args: section of {name}'s docstring")
-        default = field.default if field.default is not dataclasses.MISSING else "required"
-        rows.append(f"| `{field.name}` | `{default!r}` | {_cell(_rst_to_md(described[field.name]))} |")
+        if field.default is not dataclasses.MISSING:
+            default = f"`{field.default!r}`"
+        elif field.default_factory is not dataclasses.MISSING:
+            default = f"`{field.default_factory()!r}`"
+        else:
+            default = "required"
+        rows.append(f"| `{field.name}` | {default} | {_cell(_rst_to_md(described[field.name]))} |")
     return "\n".join(rows) + "\n"
 
 
@@ -120,16 +124,17 @@ def cli_reference(module: str, attribute: str) -> str:
     name = app.info.name or group.name or attribute
     ctx = group.context_class(group, info_name=name)
     names = [n for n in group.list_commands(ctx) if not group.get_command(ctx, n).hidden]
-    parts = [_command_section(group, ctx, name)]
+    parts = [_command_section(group, ctx, name, name)]
     parts.append("Commands: " + ", ".join(f"[`{n}`](#{_anchor(f'{name} {n}')})" for n in names) + "\n")
     for command_name in names:
         command = group.get_command(ctx, command_name)
         sub = command.context_class(command, info_name=command_name, parent=ctx)
-        parts.append(_command_section(command, sub, f"{name} {command_name}"))
+        parts.append(_command_section(command, sub, f"{name} {command_name}", name))
     return "\n".join(parts)
 
 
-def _command_section(command: Any, ctx: Any, title: str) -> str:
+def _command_section(command: Any, ctx: Any, title: str, prog: str) -> str:
+    """One command: heading, help, usage, a table of its parameters' help records, its examples."""
     lines = [f"## `{title}`", ""]
     if command.help:
         lines += [_plain(command.help), ""]
@@ -141,16 +146,16 @@ def _command_section(command: Any, ctx: Any, title: str) -> str:
         lines += [f"| `{_cell(names)}` | {_cell(help_text)} |" for names, help_text in records]
         lines.append("")
     if command.epilog:
-        lines += _epilog(command.epilog)
+        lines += _epilog(command.epilog, prog)
     return "\n".join(lines)
 
 
-def _epilog(text: str) -> list[str]:
-    """An epilog's example command lines as a shell block; its other lines as text."""
+def _epilog(text: str, prog: str) -> list[str]:
+    """An epilog's example command lines (those starting with ``prog``) as a shell block; its other lines as text."""
     commands, prose = [], []
     for line in text.splitlines():
         stripped = line.strip().removeprefix("Examples:").removeprefix("Example:").strip()
-        if stripped.startswith("hf-poscuda "):
+        if stripped.startswith(prog + " "):
             commands.append(stripped)
         elif stripped:
             prose.append(stripped)

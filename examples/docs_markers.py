@@ -39,8 +39,8 @@ def markdown_files(targets: Iterable[Path]) -> list[Path]:
 
 def region(kind: str, name: str) -> re.Pattern[str]:
     """The regex of one marked region; group 1 is the opening marker line, group 2 the closing marker."""
-    return re.compile(rf"(<!-- {re.escape(kind)}:{re.escape(name)} -->\n).*?(<!-- /{re.escape(kind)}:{re.escape(name)} -->)",
-                      re.S)
+    tag = f"{re.escape(kind)}:{re.escape(name)}"
+    return re.compile(rf"(<!-- {tag} -->\n).*?(<!-- /{tag} -->)", re.S)
 
 
 def marked(kind: str, name: str, block: str) -> str:

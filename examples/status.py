@@ -62,7 +62,8 @@ def facts() -> dict[str, Any]:
         found = [r for r in rows if (r["setting"], r["model"], r["attack"], r["split"], r["sampling_rate"])
                  == (setting, model, attack, split, rate)]
         if len(found) != 1:
-            raise ValueError(f"expected one summary row for {setting}/{model}/{attack}/{split}/{rate}, got {len(found)}")
+            raise ValueError(f"expected one summary row for {setting}/{model}/{attack}/{split}/{rate}, "
+                             f"got {len(found)}")
         return found[0]
 
     plain = {m: get("default", m) for m in MODELS}
@@ -119,20 +120,24 @@ def status_lines(link_base: str = "docs") -> str:
         return f"[{text}]({base}{page})"
 
     plain = ", ".join(f"{MODELS[m]} {_pct(r['mean'])}" for m, r in f["plain"].items())
-    eq, eq16, v01 = (" / ".join(f"{100 * r['mean']:.1f}" for r in f[k]) for k in ("blind_eq", "blind_eq_16k", "v01_blind_eq"))
+    eq, eq16, v01 = (" / ".join(f"{100 * r['mean']:.1f}" for r in f[k])
+                     for k in ("blind_eq", "blind_eq_16k", "v01_blind_eq"))
     verdict = ("**The goal is met.**" if f["met"] else
                "**The goal is not met: the protection is partial.** Read *protected* as *much harder to learn from*, "
                "not *unlearnable*.")
     lines = [
         f"{verdict} Measured on the Free Spoken Digit Dataset with the 0.2 default (official split; chance 10 %):",
         "",  # Markdown needs a blank line before a list
-        f"- Trained from scratch on the protected copy: {plain} on clean test audio (mean of {f['plain_keys']} public "
-        f"keys; clean training {_span(f['clean'], 0)}; goal ≤ {100 * GOAL:.0f} %). {link('Efficacy', 'results/index.md')}",
-        f"- Blind equalisation, the first countermeasure a reader of the card would try, lifts the CNNs to {eq} % (goal ≤ "
-        f"{100 * GOAL_ATTACKED:.0f} %; it erases the 0.1 default: {v01} %). {link('Countermeasures', 'results/countermeasures.md')}",
+        f"- Trained from scratch on the protected copy: {plain} on clean test audio (mean of {f['plain_keys']} "
+        f"public keys; clean training {_span(f['clean'], 0)}; goal ≤ {100 * GOAL:.0f} %). "
+        f"{link('Efficacy', 'results/index.md')}",
+        f"- Blind equalisation, the first countermeasure a reader of the card would try, lifts the CNNs to {eq} % "
+        f"(goal ≤ {100 * GOAL_ATTACKED:.0f} %; it erases the 0.1 default: {v01} %). "
+        f"{link('Countermeasures', 'results/countermeasures.md')}",
         f"- At 16 kHz blind equalisation recovers more: CNNs {eq16} %. {link('16 kHz', 'results/16khz.md')}",
         f"- From a pretrained start it holds less: fine-tuning reaches {_span(f['fine'])}, a linear probe "
-        f"{_span(f['probe'])} ({f['tuned_keys']} keys, both splits). {link('Fine-tuning threat', 'results/fine-tuning.md')}",
+        f"{_span(f['probe'])} ({f['tuned_keys']} keys, both splits). "
+        f"{link('Fine-tuning threat', 'results/fine-tuning.md')}",
         f"- The price is audio quality: PESQ {f['pesq']:.2f} (0.1 default: {f['pesq_v01']:.2f}); none of the "
         f"{f['sweep_settings']} settings of the sweep brought the raw-waveform CNN to {100 * GOAL:.0f} % (best "
         f"{_pct(f['sweep_best_raw'])}). {link('Sweep and frontier', 'results/sweep.md')}",

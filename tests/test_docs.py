@@ -243,7 +243,10 @@ frame.addEventListener('load', () => setTimeout(() => {
 WATCH = """<script>window.__errors = [];
 (function () {
   const error = console.error.bind(console);
-  console.error = (...args) => { window.__errors.push('console.error: ' + args.map(String).join(' ')); error(...args); };
+  console.error = (...args) => {
+    window.__errors.push('console.error: ' + args.map(String).join(' '));
+    error(...args);
+  };
   window.addEventListener('error', event => window.__errors.push(event.message ? 'uncaught: ' + event.message
     : 'failed to load: ' + (event.target && (event.target.src || event.target.href))), true);
   window.addEventListener('unhandledrejection', event => window.__errors.push('rejected: ' + event.reason));
@@ -267,26 +270,22 @@ def _serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, dict[str, Any],
             requests.append((self.path, code))
             super().send_response(code, message)
 
+        def send_html(self, html: str) -> None:
+            body = html.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self) -> None:  # noqa: N802
             if self.path.startswith("/__harness__"):
-                body = HARNESS.replace("PAGE", self.path.split("page=", 1)[1]).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
+                return self.send_html(HARNESS.replace("PAGE", self.path.split("page=", 1)[1]))
             target = root / self.path.split("?", 1)[0].lstrip("/")
             target = target / "index.html" if target.is_dir() else target
             if target.suffix == ".html" and target.is_file():  # the page as built, with WATCH first in <head>
-                body = target.read_text().replace("<head>", "<head>" + WATCH, 1).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            super().do_GET()
+                return self.send_html(target.read_text().replace("<head>", "<head>" + WATCH, 1))
+            return super().do_GET()
 
         def do_POST(self) -> None:  # noqa: N802
             result["value"] = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -299,7 +298,8 @@ def _serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, dict[str, Any],
     return server, result, arrived, requests
 
 
-def _chromium(url: str, profile: str, *extra: str, timeout: float = 90) -> subprocess.Popen:
+def _chromium(url: str, profile: str, *extra: str) -> subprocess.Popen:
+    """Headless Chromium on ``url`` with a fresh profile and no background traffic; its log on stdout."""
     return subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
@@ -313,6 +313,23 @@ def _console_errors(log: str) -> list[str]:
     return [line for line in log.splitlines()
             if "CONSOLE" in line and ("Uncaught" in line or ":ERROR:" in line or "error" in line.lower()
                                       or "Failed to load" in line)]
+
+
+def _open(root: Path, path: str) -> tuple[dict[str, Any], list, str]:
+    """Open ``path`` of the site in ``root`` through the harness: (what it reported, the requests, Chromium's log)."""
+    server, result, arrived, requests = _serve(root)
+    try:
+        with tempfile.TemporaryDirectory() as profile:
+            process = _chromium(f"http://127.0.0.1:{server.server_address[1]}/__harness__?page={path}", profile)
+            try:
+                arrived.wait(60)
+            finally:
+                process.kill()
+                log = process.communicate()[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+    return result.get("value", {}), requests, log
 
 
 @needs_chromium
@@ -348,22 +365,6 @@ def test_the_built_site_opens_in_chromium(site, tmp_path, path, min_images):
     colours = np.asarray(image.convert("RGB")).reshape(-1, 3)
     assert len(np.unique(colours[::97], axis=0)) > 50  # text, navigation, tables, figures: not a blank page
     assert colours.std() > 20
-
-def _open(root: Path, path: str) -> tuple[dict[str, Any], list, str]:
-    server, result, arrived, requests = _serve(root)
-    try:
-        with tempfile.TemporaryDirectory() as profile:
-            process = _chromium(f"http://127.0.0.1:{server.server_address[1]}/__harness__?page={path}", profile)
-            try:
-                arrived.wait(60)
-            finally:
-                process.kill()
-                log = process.communicate()[0]
-    finally:
-        server.shutdown()
-        server.server_close()
-    return result.get("value", {}), requests, log
-
 
 @needs_chromium
 def test_the_browser_check_catches_a_broken_page(tmp_path):
