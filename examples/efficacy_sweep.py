@@ -4,8 +4,8 @@ the countermeasures, cached run by run (``runs.jsonl``) so it can be stopped and
     python examples/efficacy_sweep.py --fsdd ../shared/data/fsdd/recordings --settings tv-s6v4-18 \
         --keys 0,1,2,3,4 --splits official,speaker --models logmel_cnn,raw_cnn --attacks none,blind_eq
 
-``--report`` writes the summary tables (mean over keys and worst key) and the frontier plots from what is
-recorded, without training anything; ``--report --docs docs`` also rewrites the result tables of the docs pages
+``--report`` writes the summary tables (mean over keys and worst key), the frontier plots and the training
+curves from what is recorded, without training anything; ``--report --docs docs`` also rewrites the result tables of the docs pages
 (their ``<!-- efficacy:NAME -->`` regions) and ``cards/fsdd_measured.json``. Settings are named below; every knob is
 spelled out against BASE.
 """
@@ -119,6 +119,7 @@ def main() -> None:
     if args.report:
         write_attack_costs(Path(args.output), args.fsdd)
         write_summary(Path(args.output))
+        write_curves(Path(args.output))
         if args.docs:
             update_docs(args.docs, Path(args.output))
             write_card_summary(Path(args.output))
@@ -162,6 +163,59 @@ def write_summary(out: Path) -> None:
         plot_frontier(rows, out / f"frontier_{split}_{rate}.png", models, [a for a in attacks if a in ("none", "blind_eq")]
                       or attacks[:1], split=split, sampling_rate=rate)
     (out / "summary.md").write_text("".join(parts))
+
+
+def write_curves(out: Path, split: str = "official", sampling_rate: int = 8000) -> Path | None:
+    """curves_{split}_{rate}.png: clean-test accuracy after each epoch of training on the default's protected copy
+    (mean over keys, band: best to worst key), next to clean training, one panel per model; the CNNs also under
+    blind equalisation. What an adversary who stops early sees. None when the default was not recorded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, _read_jsonl
+
+    runs = [r for r in _read_jsonl(out / "runs.jsonl") if r.get("task", "digits") == "digits" and not r.get("skipped")
+            and r["split"] == split and r["sampling_rate"] == sampling_rate and r.get("curve")]
+    models = list(dict.fromkeys(r["model"] for r in runs if r["setting"] == "default"))
+    if not models:
+        return None
+    fig, axes = plt.subplots(1, len(models), figsize=(4 * len(models), 3.6), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models, strict=True):
+        for setting, attack, colour, label in ((CLEAN, NO_ATTACK, "tab:gray", "clean training"),
+                                               ("default", NO_ATTACK, "tab:blue", "protected (default)"),
+                                               ("default", "blind_eq", "tab:orange", "protected, then blind_eq")):
+            curves = {r["key"]: r["curve"] for r in runs
+                      if (r["setting"], r["model"], r["attack"]) == (setting, model, attack)}
+            if not curves:
+                continue
+            length = min(len(c) for c in curves.values())
+            acc = np.array([c[:length] for c in curves.values()])
+            epochs = np.arange(1, length + 1)
+            ax.plot(epochs, acc.mean(axis=0), color=colour, ls=":" if setting == CLEAN else "-",
+                    marker="o" if length == 1 else None, label=label)
+            if len(curves) > 1:
+                ax.fill_between(epochs, acc.min(axis=0), acc.max(axis=0), color=colour, alpha=0.15)
+        ax.axhline(0.2, color="tab:green", lw=1, ls="--", label="goal (20 %)")
+        ax.axhline(0.1, color="black", lw=0.8, ls="-.", label="chance")
+        ax.set_title(model)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("clean-test accuracy\n(mean over keys; band: best to worst key)")
+    handles = {}
+    for ax in axes[0]:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(text.split(" (")[0] if "key" in text else text, handle)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.suptitle(f"Training curves, FSDD {split} split, {sampling_rate // 1000} kHz")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    path = out / f"curves_{split}_{sampling_rate}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def write_attack_costs(out: Path, fsdd: str, clips: int = 50) -> None:

@@ -186,7 +186,8 @@ def test_the_site_builds_strict_and_offline(site):
 
 def test_the_site_shows_the_figures_from_examples_results(site):
     for figure in ("efficacy_sweep/frontier_official_8000.png", "efficacy/frontier_official_8000.png",
-                   "efficacy/frontier_speaker_8000.png", "efficacy/frontier_official_16000.png"):
+                   "efficacy/frontier_speaker_8000.png", "efficacy/frontier_official_16000.png",
+                   "efficacy/curves_official_8000.png"):
         built = site / "examples" / "results" / figure
         assert built.read_bytes() == (ROOT / "examples" / "results" / figure).read_bytes()
     sweep = (site / "results" / "sweep" / "index.html").read_text()
@@ -333,7 +334,7 @@ def _open(root: Path, path: str) -> tuple[dict[str, Any], list, str]:
 
 
 @needs_chromium
-@pytest.mark.parametrize("path, min_images", [("/", 0), ("/results/", 2), ("/results/sweep/", 1)])
+@pytest.mark.parametrize("path, min_images", [("/", 0), ("/results/", 3), ("/results/sweep/", 1)])
 def test_the_built_site_opens_in_chromium(site, tmp_path, path, min_images):
     """The page loads from a local server with every image decoded, no console error and no failed request, and
     its screenshot is a real rendering."""
