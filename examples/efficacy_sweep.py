@@ -100,7 +100,8 @@ def main() -> None:
     parser.add_argument("--output", default="examples/results/efficacy")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--keys", default="0,1,2,3,4", help="public evaluation key indices")
-    parser.add_argument("--splits", default="official", help="official,speaker")
+    parser.add_argument("--splits", default="official", help="official,speaker (digits) or official,digit (speakers)")
+    parser.add_argument("--task", default="digits", choices=["digits", "speakers"], help="what the label is")
     parser.add_argument("--rates", default="8000", help="e.g. 8000,16000")
     parser.add_argument("--models", default="logmel_cnn,raw_cnn")
     parser.add_argument("--attacks", default="none")
@@ -128,9 +129,9 @@ def main() -> None:
     @lru_cache(maxsize=1)
     def load(spec: DataSpec):
         rate = None if spec.sampling_rate == 8000 else spec.sampling_rate
-        return load_fsdd(args.fsdd, split=spec.split, sampling_rate=rate)
+        return load_fsdd(args.fsdd, split=spec.split, sampling_rate=rate, task=spec.task)
 
-    data = [DataSpec(s, int(r)) for r in args.rates.split(",") for s in args.splits.split(",")]
+    data = [DataSpec(s, int(r), args.task) for r in args.rates.split(",") for s in args.splits.split(",")]
     run_grid(
         load,
         {name: SETTINGS[name] for name in args.settings.split(",") if name},

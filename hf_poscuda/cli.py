@@ -410,6 +410,53 @@ def verify(
     raise typer.Exit(code=0 if all(r.protected for r in results) else 1)
 
 
+@app.command(
+    epilog="Examples:\n\n  hf-poscuda audit ./suspect-model --key my.key --probe ./my_dataset --split test\n\n"
+    "  hf-poscuda audit user/keyword-model --key my.key --probe ./my_dataset --split test --label-map '{\"yes\": \"1\"}'"
+)
+def audit(
+    model: Annotated[str, typer.Argument(help="A transformers audio-classification checkpoint: folder or Hub id.")],
+    key: KeyOpt,
+    probe: Annotated[str, typer.Option("--probe", help="Clean labelled audio in your protected dataset's label space "
+                                       "(e.g. your held-back test split): folder or Hub id.")],
+    split: Annotated[str | None, typer.Option("--split", help="The probe's split (needed when it has several).")] = None,
+    label_map: Annotated[
+        str | None, typer.Option("--label-map", help='JSON: model label -> probe class name, e.g. \'{"yes": "1"}\' '
+                                 "(default: match names).")
+    ] = None,
+    preset: PresetOpt = "default",
+    knobs: KnobsOpt = None,
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+    decoys: Annotated[int, typer.Option("--decoys", min=0, help="Public decoy keys queried too (each costs --queries "
+                                        "more queries; they lower the smallest possible p-value).")] = 19,
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Queries per key.")] = 300,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Verdict threshold on the p-value.")] = 1e-4,
+    seed: Annotated[int, typer.Option("--seed", help="The audit's design randomness (clips and stamps).")] = 0,
+    top1: Annotated[bool, typer.Option("--top1", help="Use the model's top-1 answers only, not its scores.")] = False,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Ask a model whether it was trained on data protected with your key, from its answers alone. Exit code 0:
+    trained on it (p <= alpha), 1: no evidence, 2: could not audit (bad input)."""
+    from .audit import audit_checkpoint, parse_label_map
+    from .key import PosCUDAKey
+
+    try:
+        secret = PosCUDAKey.load(key)
+        result = audit_checkpoint(
+            model, probe, secret, split=split, label_map=parse_label_map(label_map), config=_config(preset, knobs),
+            audio_column=audio_column, label_column=label_column, device=device, scores=not top1,
+            num_decoys=decoys, max_queries=queries, alpha=alpha, seed=seed,
+        )
+    except Exception as err:  # could not audit: exit 2, never "no evidence"
+        message = str(err) if isinstance(err, (ValueError, OSError, ImportError)) else f"{type(err).__name__}: {err}"
+        typer.secho(f"Error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.format())
+    raise typer.Exit(code=0 if result.trained_on_key else 1)
+
+
 @app.command(epilog="Example: hf-poscuda preview ./my_dataset --key my.key --split train -o preview.html")
 @cli_errors
 def preview(

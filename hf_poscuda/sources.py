@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,23 +20,28 @@ _FSDD_NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
 FSDD_TEST_UTTERANCES = range(0, 5)  # the official FSDD split: utterances 0-4 are test
 
 
-def fsdd_features() -> Features:
+def fsdd_features(speakers: Sequence[str] | None = None) -> Features:
+    """FSDD's columns. ``label`` is the digit, or with ``speakers`` (the speaker names in class order) the speaker."""
     return Features(
         {
             "audio": Audio(),
-            "label": ClassLabel(names=[str(d) for d in range(10)]),
+            "label": ClassLabel(names=list(speakers) if speakers is not None else [str(d) for d in range(10)]),
             "speaker": Value("string"),
+            "digit": Value("int32"),
             "utterance": Value("int32"),
         }
     )
 
 
 FSDD_TEST_SPEAKERS = ("nicolas", "theo")  # the speaker-disjoint split: train on the other four speakers
-FsddSplit = Literal["official", "speaker"]
+FSDD_TEST_DIGITS = (7, 8, 9)  # the digit-disjoint split of the speaker task: speakers heard on other words
+FsddSplit = Literal["official", "speaker", "digit"]
+FsddTask = Literal["digits", "speakers"]
 
 
 def load_fsdd(
-    root: str | os.PathLike[str], split: FsddSplit = "official", sampling_rate: int | None = None
+    root: str | os.PathLike[str], split: FsddSplit = "official", sampling_rate: int | None = None,
+    task: FsddTask = "digits",
 ) -> DatasetDict:
     """Load Free Spoken Digit Dataset recordings (``{digit}_{speaker}_{index}.wav``) into train and test splits.
 
@@ -45,29 +51,53 @@ def load_fsdd(
     Args:
         root (`str` or `os.PathLike`): a folder holding FSDD ``.wav`` files (e.g. FSDD's ``recordings/``).
         split (`str`, defaults to `"official"`): ``"official"`` (utterances 0-4 of every speaker are test, the
-            rest train) or ``"speaker"`` (speaker-disjoint: :data:`FSDD_TEST_SPEAKERS` are test, the other
-            speakers train; harder, as a model must generalise to new voices).
+            rest train); for digits, ``"speaker"`` (speaker-disjoint: :data:`FSDD_TEST_SPEAKERS` are test, the
+            other speakers train; harder, as a model must generalise to new voices); for speakers, ``"digit"``
+            (digit-disjoint: :data:`FSDD_TEST_DIGITS` are test, so a model must recognise a voice on words it
+            never heard from it).
         sampling_rate (`int`, *optional*): resample every clip to this rate (polyphase, stored as 32-bit float
             WAV so nothing is rounded); ``None`` keeps FSDD's 8 kHz.
+        task (`str`, defaults to `"digits"`): what ``label`` holds: the spoken digit (``"digits"``, 10 classes)
+            or the speaker (``"speakers"``: a privacy task, one class per speaker found, in name order).
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.sources import fsdd_mini_path, load_fsdd
+    >>> ds = load_fsdd(fsdd_mini_path(), task="speakers", split="digit")
+    >>> ds["train"].features["label"].names, sorted(set(ds["test"]["digit"]))
+    (['george', 'jackson', 'lucas', 'nicolas', 'theo', 'yweweler'], [7, 8, 9])
+
+    ```
     """
-    if split not in get_args(FsddSplit):
-        raise ValueError(f"split must be one of {list(get_args(FsddSplit))}, got {split!r}.")
+    splits = {"digits": ("official", "speaker"), "speakers": ("official", "digit")}
+    if task not in splits:
+        raise ValueError(f"task must be one of {list(splits)}, got {task!r}.")
+    if split not in splits[task]:
+        raise ValueError(f"split must be one of {list(splits[task])} for task {task!r}, got {split!r}.")
     files = sorted(p for p in Path(root).rglob("*.wav") if _FSDD_NAME.match(p.name))
     if not files:
         raise ValueError(f"No FSDD files named like '7_jackson_32.wav' under {str(root)!r}.")
+    names = [_FSDD_NAME.match(p.name) for p in files]
+    speakers = sorted({m.group(2) for m in names if m is not None}) if task == "speakers" else None
     columns: dict[str, dict[str, list[Any]]] = {"train": _empty_columns(), "test": _empty_columns()}
-    for path in files:
-        m = _FSDD_NAME.match(path.name)
+    for path, m in zip(files, names, strict=True):
         assert m is not None
-        utterance, speaker = int(m.group(3)), m.group(2)
-        is_test = utterance in FSDD_TEST_UTTERANCES if split == "official" else speaker in FSDD_TEST_SPEAKERS
+        digit, speaker, utterance = int(m.group(1)), m.group(2), int(m.group(3))
+        if split == "official":
+            is_test = utterance in FSDD_TEST_UTTERANCES
+        elif split == "speaker":
+            is_test = speaker in FSDD_TEST_SPEAKERS
+        else:
+            is_test = digit in FSDD_TEST_DIGITS
         c = columns["test" if is_test else "train"]
         c["audio"].append({"bytes": _resampled(path, sampling_rate), "path": path.name})
-        c["label"].append(int(m.group(1)))
+        c["label"].append(speakers.index(speaker) if speakers is not None else digit)
         c["speaker"].append(speaker)
+        c["digit"].append(digit)
         c["utterance"].append(utterance)
     return DatasetDict(
-        {name: Dataset.from_dict(c, features=fsdd_features()) for name, c in columns.items() if c["audio"]}
+        {name: Dataset.from_dict(c, features=fsdd_features(speakers)) for name, c in columns.items() if c["audio"]}
     )
 
 
@@ -93,7 +123,7 @@ def is_fsdd_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def _empty_columns() -> dict[str, list[Any]]:
-    return {"audio": [], "label": [], "speaker": [], "utterance": []}
+    return {"audio": [], "label": [], "speaker": [], "digit": [], "utterance": []}
 
 
 def fsdd_mini_path() -> Path:

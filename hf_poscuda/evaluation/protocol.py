@@ -62,14 +62,22 @@ def public_eval_key(index: int) -> PosCUDAKey:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which version of a dataset a run used: the split scheme and the sampling rate."""
+    """Which version of a dataset a run used: the split scheme, the sampling rate and the task (what the label is:
+    ``"digits"``, or ``"speakers"`` for the privacy task)."""
 
     split: str
     sampling_rate: int
+    task: str = "digits"
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> DataSpec:
+        """The data spec of a ``runs.jsonl``/``quality.jsonl`` record (records without ``task`` are digits)."""
+        return cls(record["split"], record["sampling_rate"], record.get("task", "digits"))
 
 
 def _run_id(setting: str, key: int, data: DataSpec, model: str, attack: str) -> str:
-    return f"{setting}|{key}|{data.split}|{data.sampling_rate}|{model}|{attack}"
+    task = "" if data.task == "digits" else f"{data.task}|"
+    return f"{task}{setting}|{key}|{data.split}|{data.sampling_rate}|{model}|{attack}"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -93,6 +101,12 @@ def _drop_unfinished_line(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         logger.warning("Dropping the unfinished last line of %s; that run is done again.", path)
         path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _data_fields(spec: DataSpec) -> dict[str, Any]:
+    """A record's data fields: split and rate, and the task when it is not the digits (older records have none)."""
+    task = {} if spec.task == "digits" else {"task": spec.task}
+    return {"split": spec.split, "sampling_rate": spec.sampling_rate, **task}
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
@@ -150,9 +164,8 @@ def run_grid(
                 f"{runs_path} already holds runs of setting {r['setting']!r} with other parameters. Give the new "
                 "parameters another name, or record them in another output folder."
             )
-    done = {_run_id(r["setting"], r["key"], DataSpec(r["split"], r["sampling_rate"]), r["model"], r["attack"])
-            for r in recorded}
-    measured = {(q["setting"], q["key"], q["split"], q["sampling_rate"]) for q in _read_jsonl(quality_path)}
+    done = {_run_id(r["setting"], r["key"], DataSpec.of(r), r["model"], r["attack"]) for r in recorded}
+    measured = {(q["setting"], q["key"], DataSpec.of(q)) for q in _read_jsonl(quality_path)}
     for name in (*attacks, *clean_attacks):
         if name != NO_ATTACK:
             get_attack(name)  # unknown names fail before any training
@@ -182,12 +195,12 @@ def run_grid(
                 if (setting, key_index) not in protected_cache:
                     protected_cache.clear()  # one protected split in memory at a time
                     protected, _ = protect_dataset(dataset["train"], key, settings[setting], snr_clips=1)
-                    if (setting, key_index, spec.split, spec.sampling_rate) not in measured:
+                    if (setting, key_index, spec) not in measured:
                         quality = measure_quality(dataset["train"], protected, quality_clips)
                         _append(quality_path, {"setting": setting, "key": key_index, "key_id": key_id,
-                                               "split": spec.split, "sampling_rate": spec.sampling_rate,
-                                               "config": settings[setting].to_dict(), **quality})
-                        measured.add((setting, key_index, spec.split, spec.sampling_rate))
+                                               **_data_fields(spec), "config": settings[setting].to_dict(),
+                                               **quality})
+                        measured.add((setting, key_index, spec))
                     protected_cache[(setting, key_index)] = to_arrays(protected, recipe.clip_seconds)
                 train = protected_cache[(setting, key_index)]
             start = time.perf_counter()
@@ -201,8 +214,8 @@ def run_grid(
                     logger.info("%s does not apply to %s; recorded as skipped", attack, label)
                 result = found.get(label)
             record = {
-                "setting": setting, "key": key_index, "key_id": key_id, "split": spec.split,
-                "sampling_rate": spec.sampling_rate, "model": label, "attack": attack,
+                "setting": setting, "key": key_index, "key_id": key_id, **_data_fields(spec),
+                "model": label, "attack": attack,
                 "config": settings[setting].to_dict() if setting != CLEAN else None,
                 "epochs": recipe.epochs if by_label[label].name in CNN_MODELS else recipe.hf_epochs, "seconds": round(time.perf_counter() - start, 1),
             }
@@ -226,22 +239,24 @@ def summarise(runs: Iterable[dict[str, Any]], quality: Iterable[dict[str, Any]] 
     groups: dict[tuple, list[dict[str, Any]]] = {}
     seen: set[str] = set()
     for r in runs:
-        run_id = _run_id(r["setting"], r["key"], DataSpec(r["split"], r["sampling_rate"]), r["model"], r["attack"])
+        run_id = _run_id(r["setting"], r["key"], DataSpec.of(r), r["model"], r["attack"])
         if r.get("skipped") or run_id in seen:  # a run recorded twice (two workers) counts once
             continue
         seen.add(run_id)
-        groups.setdefault((r["setting"], r["split"], r["sampling_rate"], r["model"], r["attack"]), []).append(r)
+        groups.setdefault((r["setting"], DataSpec.of(r), r["model"], r["attack"]), []).append(r)
     pesq: dict[tuple, list[float]] = {}
     for q in quality:
         if q.get("pesq") is not None and math.isfinite(q["pesq"]):
-            pesq.setdefault((q["setting"], q["split"], q["sampling_rate"]), []).append(q["pesq"])
+            pesq.setdefault((q["setting"], DataSpec.of(q)), []).append(q["pesq"])
     rows = []
-    for (setting, split, rate, model, attack), group in groups.items():
+    for (setting, spec, model, attack), group in groups.items():
+        split, rate = spec.split, spec.sampling_rate
         acc = np.array([r["test_accuracy"] for r in group])
         peak = np.array([r.get("peak_test_accuracy", math.nan) for r in group], dtype=float)
-        p = pesq.get((setting, split, rate), [])
+        p = pesq.get((setting, spec), [])
         rows.append({
-            "setting": setting, "split": split, "sampling_rate": rate, "model": model, "attack": attack,
+            "setting": setting, "split": split, "sampling_rate": rate, "task": spec.task, "model": model,
+            "attack": attack,
             "keys": len(group), "mean": float(acc.mean()), "worst": float(acc.max()), "best": float(acc.min()),
             "peak_mean": float(np.nanmean(peak)) if np.isfinite(peak).any() else math.nan,
             "peak_worst": float(np.nanmax(peak)) if np.isfinite(peak).any() else math.nan,
@@ -268,13 +283,14 @@ def summary_markdown(
     sampling_rate: int = 8000,
     settings: Sequence[str] | None = None,
     peak: bool = False,
+    task: str = "digits",
 ) -> str:
     """A Markdown table of :func:`summarise` rows: one row per setting, a column per (model, countermeasure)
     holding ``mean (worst key)`` clean-test accuracy in %, and ``[peak mean]`` when ``peak`` is set; PESQ is
     the mean over keys of the setting on this data.
     """
     index = {(r["setting"], r["model"], r["attack"]): r for r in rows
-             if r["split"] == split and r["sampling_rate"] == sampling_rate}
+             if r["split"] == split and r["sampling_rate"] == sampling_rate and r.get("task", "digits") == task}
     names = list(settings) if settings is not None else list(dict.fromkeys(k[0] for k in index))
     columns = [(m, a) for m in models for a in attacks]
     head = "| setting | PESQ | keys | " + " | ".join(f"{m}{'' if a == NO_ATTACK else ' + ' + a}" for m, a in columns)
@@ -295,7 +311,7 @@ def summary_markdown(
 def plot_frontier(
     rows: Sequence[dict[str, Any]], path: str | Path, models: Sequence[str], attacks: Sequence[str],
     *, split: str = "official", sampling_rate: int = 8000, goal_accuracy: float = GOAL_ACCURACY,
-    goal_pesq: float = 4.0,
+    goal_pesq: float = 4.0, task: str = "digits",
 ) -> Path:
     """Accuracy (mean over keys; bars to the worst key) against PESQ, one panel per countermeasure, a marker per
     model; the goal region shaded. The frontier a default is chosen from."""
@@ -306,6 +322,7 @@ def plot_frontier(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.get("task", "digits") == task]
     data = [r for r in rows if r["split"] == split and r["sampling_rate"] == sampling_rate and r["setting"] != CLEAN]
     fig, axes = plt.subplots(1, len(attacks), figsize=(6 * len(attacks), 4.6), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks, strict=True):
@@ -329,7 +346,8 @@ def plot_frontier(
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("clean-test accuracy after protected training\n(mean over keys; bar: worst key)")
     axes[0][0].legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Unlearnability vs audio quality, FSDD {split} split, {sampling_rate // 1000} kHz (dotted: clean)")
+    fig.suptitle(f"Unlearnability vs audio quality, FSDD {task}, {split} split, {sampling_rate // 1000} kHz "
+                 "(dotted: clean)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -345,13 +363,14 @@ def attacks_summary_markdown(
     split: str = "official",
     sampling_rate: int = 8000,
     costs: dict[str, float] | None = None,
+    task: str = "digits",
 ) -> str:
     """Countermeasure table of one setting: per countermeasure, its kind and PESQ cost (what it does to clean
     audio), and per model ``mean (worst key)`` clean-test accuracy after protected training, ``[peak mean]``,
     and ``{clean: x}``, training on *clean* data under the same countermeasure (what it costs the adversary).
     """
     index = {(r["setting"], r["model"], r["attack"]): r for r in rows
-             if r["split"] == split and r["sampling_rate"] == sampling_rate}
+             if r["split"] == split and r["sampling_rate"] == sampling_rate and r.get("task", "digits") == task}
     head = "| countermeasure | kind | PESQ cost | keys | " + " | ".join(models) + " |"
     lines = [head, "|---|---|---:|---:|" + "---:|" * len(models)]
     for attack in (NO_ATTACK, *[a for a in attacks if a != NO_ATTACK]):
@@ -395,9 +414,11 @@ def preset_summary(runs: Iterable[dict[str, Any]], quality: Iterable[dict[str, A
             continue
         entry: dict[str, Any] = {"config": PRESETS[name].to_dict() if name != CLEAN else None, "runs": []}
         for r in mine:
-            entry["runs"].append({k: r[k] for k in ("split", "sampling_rate", "model", "attack", "keys")}
+            task = {} if r["task"] == "digits" else {"task": r["task"]}
+            entry["runs"].append({k: r[k] for k in ("split", "sampling_rate", "model", "attack", "keys")} | task
                                  | {k: round(r[k], 4) for k in ("mean", "worst", "peak_mean")})
-            if name != CLEAN and r["split"] == "official" and r["sampling_rate"] == 8000 and math.isfinite(r["pesq"]):
+            if (name != CLEAN and not task and r["split"] == "official" and r["sampling_rate"] == 8000
+                    and math.isfinite(r["pesq"])):
                 entry["pesq"] = round(r["pesq"], 2)
         out["presets"][name] = entry
     return out
