@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio_io import OUTPUT_FORMATS, Clip, OutputFormat, check_finite, encode_audio, open_clip, renamed
+from .audio_io import (
+    OUTPUT_FORMATS,
+    BlockEncoder,
+    Clip,
+    OutputFormat,
+    check_finite,
+    encode_audio,
+    open_clip,
+    renamed,
+)
 from .config import PosCUDAConfig
 from .key import PosCUDAKey
 from .labels import check_label_names, dataset_label_names, label_index
@@ -69,9 +78,10 @@ class PosCUDA:
         output_format (`str`, defaults to `"wav"`): ``"wav"`` (32-bit float, lossless) or ``"flac"`` (24-bit).
         max_batch_samples (`int`, *optional*, defaults to `MAX_BATCH_SAMPLES` = `2**24`): memory bound. Clips are
             padded to a common length to be filtered together; a batch is split, by length, into sub-batches of at
-            most this many padded samples (a clip longer than that goes alone), so memory follows the audio in a
-            batch, not batch size x its longest clip. Output bytes do not depend on it. ``None``: one padded tensor
-            per sampling rate.
+            most this many padded samples, so memory follows the audio in a batch, not batch size x its longest
+            clip. A clip longer than that (samples x channels) is read, protected and encoded by blocks, in memory
+            bounded by a block whatever its length (segment and barcode configs; a random-tap config processes it
+            alone, whole). Output bytes do not depend on it. ``None``: one padded tensor per sampling rate.
 
     Example:
 
@@ -271,13 +281,17 @@ class PosCUDA:
             self._scratch = np.empty(max(size, 1), dtype=np.float32)
         return self._scratch[:size].reshape(shape)
 
-    def _protect(self, clips: list[Clip], labels: list[int]) -> list[bytes]:
-        """Protect and encode: clips sharing a sampling rate and channel count go through one padded tensor."""
+    def _protect(self, clips: list[Clip], labels: list[int]) -> list[bytes | bytearray]:
+        """Protect and encode: clips sharing a sampling rate and channel count go through one padded tensor; a clip
+        longer than ``max_batch_samples`` (segment and barcode configs) is read, protected and encoded by blocks."""
         device = resolve_device(self.device)
-        result: list[bytes] = [b""] * len(clips)
+        result: list[bytes | bytearray] = [b""] * len(clips)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, clip in enumerate(clips):
-            groups.setdefault((clip.sampling_rate, clip.channels), []).append(i)
+            if self._in_blocks(clip):
+                result[i] = self._protect_in_blocks(clip, labels[i], device)
+            else:
+                groups.setdefault((clip.sampling_rate, clip.channels), []).append(i)
         batches = [
             (sr, channels, [rows[j] for j in part])
             for (sr, channels), rows in groups.items()
@@ -303,6 +317,31 @@ class PosCUDA:
             for j, i in enumerate(rows):  # encode now: the next group reuses the buffer
                 result[i] = encode_audio(y_np[j, :, : lengths[j]], sr, self.output_format)
         return result
+
+    def _in_blocks(self, clip: Clip) -> bool:
+        """Whether ``clip`` is protected by blocks: longer than ``max_batch_samples``, with a config that can."""
+        return (self.max_batch_samples is not None and self.config.uses_fft_path
+                and clip.frames * clip.channels > self.max_batch_samples)
+
+    def _protect_in_blocks(self, clip: Clip, label: int, device: torch.device) -> bytes | bytearray:
+        """Read, protect and encode one long clip block by block (:meth:`PosCUDATransform.protect_in_blocks`): the
+        bytes the padded path gives, holding the encoded output and a few blocks, not the clip's samples."""
+        encoder = BlockEncoder(self.output_format, clip.channels, clip.frames, clip.sampling_rate)
+
+        def read(start: int, stop: int) -> torch.Tensor:
+            block = clip.read(start, stop)
+            check_finite(block[None], [clip], self.audio_column)
+            return torch.from_numpy(block).to(device)
+
+        def write(start: int, block: torch.Tensor) -> None:
+            encoder.write(start, block.cpu().numpy())
+
+        try:
+            self.transform.protect_in_blocks(read, write, clip.frames, label, clip.sampling_rate)
+        finally:
+            clip.close()
+        logger.debug("Protected row %d (%d samples) by blocks", clip.row, clip.frames)
+        return encoder.getvalue()
 
 
 def length_groups(lengths: Sequence[int], channels: int, max_samples: int) -> list[list[int]]:

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -212,23 +215,39 @@ def _limit_level(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor | No
 
     Returns the corrected ``after``, or ``None`` when nothing needed scaling (the common case: one cheap check).
     """
-    def peak(x: torch.Tensor) -> torch.Tensor:  # max |x| per clip, without an |x| temporary
-        if x.shape[0] == 1:  # one clip: the flat reduction (the per-row one is ~20x slower on one long row)
-            low, high = torch.aminmax(x)
-            return torch.maximum(high, -low).reshape(1)
-        low, high = torch.aminmax(x.reshape(x.shape[0], -1), dim=-1)
-        return torch.maximum(high, -low)
-
-    limit = torch.clamp(peak(before), min=1.0)  # [B]
-    if not bool((peak(after) > limit).any()):
+    limit = torch.clamp(_peak(before), min=1.0)  # [B]
+    if not bool((_peak(after) > limit).any()):
         return None
+    scale = torch.clamp(_min_room(before, after, limit), max=1.0)
+    logger.debug("Scaled down the perturbation of %d clip(s) to stay within their level", int((scale < 1).sum()))
+    return _scaled_back(before, after, limit, scale)
+
+
+def _peak(x: torch.Tensor) -> torch.Tensor:
+    """Max ``|x|`` of each clip of ``[B, ...]``, without an ``|x|`` temporary."""
+    if x.shape[0] == 1:  # one clip: the flat reduction (the per-row one is ~20x slower on one long row)
+        low, high = torch.aminmax(x)
+        return torch.maximum(high, -low).reshape(1)
+    low, high = torch.aminmax(x.reshape(x.shape[0], -1), dim=-1)
+    return torch.maximum(high, -low)
+
+
+def _min_room(before: torch.Tensor, after: torch.Tensor, limit: torch.Tensor) -> torch.Tensor:
+    """Per clip, the smallest factor of the perturbation ``after - before`` that brings a sample to ``±limit``
+    (float64, ``inf`` where nothing changes). A sample within the limit never gives less than 1: where some
+    sample passes the limit, the minimum is set by such samples alone."""
     lim, b64 = limit.to(torch.float64)[:, None, None], before.to(torch.float64)
     d = after.to(torch.float64) - b64
     inf = torch.full_like(d, math.inf)
     room = torch.where(d > 0, (lim - b64) / d, torch.where(d < 0, (-lim - b64) / d, inf))
-    scale = torch.clamp(room.amin(dim=(1, 2)), max=1.0)[:, None, None]
-    logger.debug("Scaled down the perturbation of %d clip(s) to stay within their level", int((scale < 1).sum()))
-    scaled = torch.clamp(b64 + scale * d, -lim, lim).to(after.dtype)
+    return room.amin(dim=(1, 2))
+
+
+def _scaled_back(before: torch.Tensor, after: torch.Tensor, limit: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``before + scale * (after - before)`` within ``±limit``, for the clips whose ``scale`` is below 1."""
+    lim, b64 = limit.to(torch.float64)[:, None, None], before.to(torch.float64)
+    scale = scale[:, None, None]
+    scaled = torch.clamp(b64 + scale * (after.to(torch.float64) - b64), -lim, lim).to(after.dtype)
     return torch.where(scale < 1.0, scaled, after)
 
 
@@ -258,8 +277,17 @@ def _active_region(
     x: torch.Tensor, lengths: torch.Tensor, config: PosCUDAConfig, sr: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Start and end sample of each clip's active region (from first to last loud-enough frame)."""
-    B, C, T = x.shape
     frame = max(1, round(config.frame_seconds * sr))
+    return _region_from_power(_frame_power(x, lengths, frame), lengths, frame, config)
+
+
+def _frame_power(x: torch.Tensor, lengths: torch.Tensor, frame: int) -> torch.Tensor:
+    """Energy of each ``frame``-sample frame of each clip, summed over channels, ``[B, ceil(T / frame)]`` float64.
+
+    Each frame's energy is computed alone (a last, partial frame as if zero-padded to a whole frame), so a clip's
+    values do not depend on the batch it comes in or on how it is cut into frame-aligned pieces.
+    """
+    B, C, T = x.shape
     nf = -(-T // frame)
     if bool((lengths < T).any()):  # samples after a clip's end must not count
         x = torch.where(torch.arange(T, device=x.device)[None, None, :] < lengths[:, None, None], x, 0.0)
@@ -269,8 +297,17 @@ def _active_region(
         norms = torch.linalg.vector_norm(x[..., : full * frame].reshape(B, C, full, frame), dim=-1)
         power[:, :full] = norms.pow(2).sum(dim=1).to(torch.float64)
     if nf > full:
-        power[:, full] = x[..., full * frame :].pow(2).sum(dim=(1, 2)).to(torch.float64)
-    frame_ok = torch.arange(nf, device=x.device)[None, :] * frame < lengths[:, None]
+        last = F.pad(x[..., full * frame :], (0, nf * frame - T))
+        power[:, full] = torch.linalg.vector_norm(last, dim=-1).pow(2).sum(dim=1).to(torch.float64)
+    return power
+
+
+def _region_from_power(
+    power: torch.Tensor, lengths: torch.Tensor, frame: int, config: PosCUDAConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The active region of each clip from its frame energies (see :func:`_active_region`)."""
+    nf = power.shape[-1]
+    frame_ok = torch.arange(nf, device=power.device)[None, :] * frame < lengths[:, None]
     power = torch.where(frame_ok, power, torch.zeros_like(power))
     threshold = power.amax(dim=-1, keepdim=True) * 10.0 ** (config.active_threshold_db / 10.0)
     active = (power >= threshold) & (power > 0) & frame_ok
@@ -303,6 +340,11 @@ def _match_rms(filtered: torch.Tensor, original: torch.Tensor, inside: torch.Ten
 
 
 # ---------------------------------------------------------------------- time-varying (segment) filtering
+#: Samples (x channels x filters) of the FFT blocks filtered at once: the unit of work and of memory of the
+#: segment path. Read when called, and part of the computation: both paths must use the same value.
+FFT_BLOCK_ELEMENTS = 1 << 22
+
+
 def apply_segments(
     audio: torch.Tensor,
     lengths: torch.Tensor,
@@ -319,8 +361,11 @@ def apply_segments(
     or with one long filter over the whole clip (``placement="whole"`` with a barcode).
 
     Each clip is filtered by FFT convolution (overlap-save in blocks whose size depends only on the clip's length
-    and the filter length), one clip at a time, so its result is bit-identical whatever batch it came in; the
-    filtering's temporaries are a few times one clip (the active region is found for the whole batch at once).
+    and the filter length), one clip at a time, so its result is bit-identical whatever batch it came in. The
+    blocks are filtered and cross-faded in groups of about :data:`FFT_BLOCK_ELEMENTS` samples, so the temporaries
+    are one copy of the clip (none without ``inplace``) plus one group, whatever the clip's length (the active
+    region is found for the whole batch at once). :func:`apply_segments_in_blocks` gives the same samples for a
+    clip that is read and written by blocks instead of held in memory.
 
     Args:
         audio (`torch.Tensor` of shape `[batch, channels, time]`): float audio, zero-padded after each clip's end
@@ -358,77 +403,260 @@ def apply_segments(
     y = audio if inplace else audio.clone()
     if B == 0 or T == 0:
         return y
-    segments = config.placement == "segments"
-    if segments and config.segment_region == "active":
+    if _uses_active_region(config):
         lo, hi = _active_region(audio, lengths, config, sampling_rate)
     else:
         lo, hi = torch.zeros_like(lengths), lengths
     taps = banks.to(device=audio.device, dtype=audio.dtype)
+    k = taps.shape[-1]
     offsets_np = offsets.detach().cpu().numpy().astype(np.float64)
     order_np = order.detach().cpu().numpy().astype(np.int64)
     groups_list = groups.tolist() if groups is not None else None
-    J = offsets_np.shape[1]
     spectra_cache: dict[tuple[int, int], torch.Tensor] = {}
-    fade = config.crossfade_seconds * sampling_rate
-    seg_len = None if config.segment_seconds is None else config.segment_seconds * sampling_rate
     for b, (n_samples, start, stop) in enumerate(zip(lengths.tolist(), lo.tolist(), hi.tolist(), strict=True)):
         if n_samples == 0:
             continue
         x = audio[b, :, :n_samples]
-        n = 1
-        if segments:
-            n = config.num_segments
-            if seg_len is not None:
-                n = max(n, math.ceil((stop - start) / seg_len))
-        sequence = order_np[b, np.arange(n) % J] if segments else np.zeros(1, dtype=np.int64)
-        used, which = np.unique(sequence, return_inverse=True)
-        used_t = torch.from_numpy(used).to(taps.device)
-        spectra = None
+        schedule = _Schedule.of(n_samples, start, stop, offsets_np[b], order_np[b], config, sampling_rate)
+        used_t = torch.from_numpy(schedule.used).to(taps.device)
         if groups_list is not None:  # clips of one class and length share their filters' spectra
-            cache_key = (int(groups_list[b]), fft_size(n_samples, taps.shape[-1]))
+            cache_key = (int(groups_list[b]), fft_size(n_samples, k))
             if cache_key not in spectra_cache:
                 spectra_cache[cache_key] = torch.fft.rfft(taps[b], n=cache_key[1])
             spectra = spectra_cache[cache_key][used_t]
-        filtered = fft_filter(x, taps[b, used_t] if spectra is None else taps[b, :1], spectra=spectra)
-        if n == 1:
-            out = filtered[0]
         else:
-            inner = np.arange(1, n)
-            bounds = start + (stop - start) * (inner + offsets_np[b, (inner - 1) % J]) / n
-            out = _crossfade(filtered, which, bounds, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
-        scaled = _limit_level(x[None], out[None])  # one clip: a flat check, ``None`` in the common case
-        y[b, :, :n_samples] = out if scaled is None else scaled[0]
+            spectra = torch.fft.rfft(taps[b, used_t], n=fft_size(n_samples, k))
+        out = torch.empty_like(x) if inplace else y[b, :, :n_samples]  # x is read until the last block
+
+        def write(start: int, block: torch.Tensor, out: torch.Tensor = out) -> None:
+            out[:, start : start + block.shape[-1]] = block
+
+        source = _Source.of(x)
+        blocks = partial(_protected_blocks, source, spectra, k, schedule, FFT_BLOCK_ELEMENTS)
+        _write_within_level(blocks, torch.clamp(_peak(x[None]), min=1.0), write)
+        if inplace:
+            y[b, :, :n_samples] = out
     return y
 
 
-def _crossfade(filtered: torch.Tensor, which: np.ndarray, bounds: np.ndarray, fade: float) -> torch.Tensor:
-    """Segment ``j`` (between ``bounds[j-1]`` and ``bounds[j]``) is ``filtered[which[j]]``; raised-cosine fades of
-    ``fade`` samples centred on each boundary.
+def apply_segments_in_blocks(
+    read: Callable[[int, int], torch.Tensor],
+    write: Callable[[int, torch.Tensor], None],
+    length: int,
+    bank: torch.Tensor,
+    offsets: np.ndarray,
+    order: np.ndarray,
+    config: PosCUDAConfig,
+    sampling_rate: int,
+) -> None:
+    """Protect one clip that is read and written by blocks, in memory bounded by a block whatever its length:
+    the samples :func:`apply_segments` gives that clip (with ``groups``), bit for bit.
 
-    ``bounds`` (``[n - 1]``, float64 sample positions, increasing) are at least ``fade`` apart, so fades never
-    overlap: away from them a sample is one filter's output, inside a fade it is ``(1 - w) a + w c`` with ``w``
-    rising from 0 to 1 across the fade. The per-sample weights of each filter are built with numpy (cheap, few
-    calls per segment), then applied in one pass per filter.
+    Three passes over the clip: (1) frame energies and peak level, in frame-aligned blocks: the active region,
+    segment boundaries and level limit; (2) filtering and cross-fading in groups of FFT blocks (the filter's
+    context carried from one group to the next), each group written as it is done; (3) only when a sample of the
+    result passed the clip's level (rare: loud clips), pass 2 again with the perturbation scaled down by the
+    clip's one factor, which pass 2 found.
+
+    Args:
+        read (`Callable[[int, int], torch.Tensor]`): ``read(start, stop)`` gives samples ``[start, stop)`` as a
+            float ``[channels, stop - start]`` tensor on the compute device. Each pass reads the clip from its
+            start, in consecutive ranges.
+        write (`Callable[[int, torch.Tensor], None]`): ``write(start, block)`` stores protected samples
+            ``[start, start + block.shape[-1])``. Each pass writes the clip in order from its start; pass 3, when
+            it runs, writes every sample again.
+        length (`int`): samples in the clip.
+        bank (`torch.Tensor` of shape `[filters_per_class, taps]`): the clip's class filters (odd taps).
+        offsets (`np.ndarray` of shape `[J]`), order (`np.ndarray` of shape `[J]`): its class schedule (see
+            :func:`class_schedule`).
+        config (`PosCUDAConfig`): the knobs (a segment or barcode config).
+        sampling_rate (`int`): samples per second.
     """
-    U, C, L = filtered.shape
+    if length <= 0:
+        return
+    if bank.ndim != 2 or bank.shape[0] != config.filters_per_class or bank.shape[-1] % 2 == 0:
+        raise ValueError(f"bank must be [{config.filters_per_class}, odd taps], got {tuple(bank.shape)}.")
+    frame = max(1, round(config.frame_seconds * sampling_rate))
+    chunk = max(1, FFT_BLOCK_ELEMENTS // 2 // frame) * frame
+    powers, peak, first = [], None, None
+    for a in range(0, length, chunk):  # pass 1
+        x = read(a, min(a + chunk, length))
+        first = x if first is None else first
+        block_peak = _peak(x[None])
+        peak = block_peak if peak is None else torch.maximum(peak, block_peak)
+        if _uses_active_region(config):
+            powers.append(_frame_power(x[None], torch.tensor([x.shape[-1]], device=x.device), frame))
+    assert first is not None and peak is not None
+    lo, hi = 0, length
+    if powers:
+        region = _region_from_power(torch.cat(powers, dim=-1), torch.tensor([length], device=first.device), frame,
+                                    config)
+        lo, hi = int(region[0]), int(region[1])
+    schedule = _Schedule.of(length, lo, hi, np.asarray(offsets, dtype=np.float64),
+                            np.asarray(order, dtype=np.int64), config, sampling_rate)
+    taps = bank.to(device=first.device, dtype=first.dtype)
+    k = taps.shape[-1]
+    spectra = torch.fft.rfft(taps, n=fft_size(length, k))[torch.from_numpy(schedule.used).to(first.device)]
+    source = _Source(read, length, first.shape[0], first.dtype, first.device)
+    blocks = partial(_protected_blocks, source, spectra, k, schedule, FFT_BLOCK_ELEMENTS)
+    _write_within_level(blocks, torch.clamp(peak, min=1.0), write)  # passes 2 and 3
+
+
+def _uses_active_region(config: PosCUDAConfig) -> bool:
+    return config.placement == "segments" and config.segment_region == "active"
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Where one clip's filters switch: segment ``j`` (between ``bounds[j-1]`` and ``bounds[j]``) gets filter
+    ``used[which[j]]`` of its class; ``fade``-sample cross-fades are centred on the boundaries."""
+
+    used: np.ndarray  # [U] the class filters the clip uses
+    which: np.ndarray  # [n] each segment's filter, as an index into ``used``
+    bounds: np.ndarray  # [n - 1] float64 sample positions, increasing, at least ``fade`` apart
+    fade: float
+
+    @classmethod
+    def of(cls, length: int, start: int, stop: int, offsets: np.ndarray, order: np.ndarray, config: PosCUDAConfig,
+           sampling_rate: int) -> _Schedule:
+        """The schedule of a clip of ``length`` samples whose region (active region or clip) is ``[start, stop)``,
+        from its class offsets and order (``[J]`` each, used cyclically)."""
+        fade = config.crossfade_seconds * sampling_rate
+        n = 1
+        if config.placement == "segments":
+            n = config.num_segments
+            if config.segment_seconds is not None:
+                n = max(n, math.ceil((stop - start) / (config.segment_seconds * sampling_rate)))
+        J = len(offsets)
+        sequence = order[np.arange(n) % J] if config.placement == "segments" else np.zeros(1, dtype=np.int64)
+        used, which = np.unique(sequence, return_inverse=True)
+        inner = np.arange(1, n)
+        bounds = start + (stop - start) * (inner + offsets[(inner - 1) % J]) / n
+        return cls(used, which.reshape(-1), bounds, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
+
+
+class _Source:
+    """A clip read through ``read(start, stop)`` (see :func:`apply_segments_in_blocks`), zeros outside it."""
+
+    def __init__(self, read: Callable[[int, int], torch.Tensor], length: int, channels: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.read, self.length, self.channels, self.dtype, self.device = read, length, channels, dtype, device
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> _Source:
+        """A clip held in memory, ``[channels, samples]``."""
+        return cls(lambda a, b: x[:, a:b], x.shape[-1], x.shape[0], x.dtype, x.device)
+
+    def padded(self, start: int, stop: int) -> torch.Tensor:
+        """Samples ``[start, stop)``, zero before 0 and from ``length`` on."""
+        lo, hi = max(start, 0), min(stop, self.length)
+        if hi <= lo:
+            return torch.zeros(self.channels, stop - start, dtype=self.dtype, device=self.device)
+        parts = [self.read(lo, hi)]
+        if lo > start:
+            parts.insert(0, torch.zeros(self.channels, lo - start, dtype=self.dtype, device=self.device))
+        if stop > hi:
+            parts.append(torch.zeros(self.channels, stop - hi, dtype=self.dtype, device=self.device))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+
+
+def _overlap_save(
+    source: _Source, spectra: torch.Tensor, k: int, max_block_elements: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Overlap-save convolution of a clip with the ``[U, F]`` filter ``spectra`` (of ``k``-tap filters), in groups
+    of FFT blocks: yields ``(start, original, filtered)`` for consecutive sample ranges ``[start, start + m)``
+    (``original`` ``[channels, m]``, ``filtered`` ``[U, channels, m]``) covering the clip.
+
+    FFT block size, group size and each group's samples depend only on the clip's length, ``k``, ``U`` and the
+    channels, however the clip is read; the input is read once, in order, the ``k - 1`` samples of context
+    carried from one group to the next.
+    """
+    L, R, U = source.length, source.channels, spectra.shape[0]
+    h = (k - 1) // 2
+    n_fft = fft_size(L, k)
+    hop = n_fft - k + 1
+    nb = -(-L // hop)
+    group = max(1, max_block_elements // (n_fft * R * U))
+    carry = source.padded(-h, h)  # each group's input: samples [g0 * hop - h, g1 * hop + h)
+    for g0 in range(0, nb, group):
+        g1 = min(nb, g0 + group)
+        segment = torch.cat([carry, source.padded(g0 * hop + h, g1 * hop + h)], dim=-1)
+        block_spectra = torch.fft.rfft(segment.unfold(-1, n_fft, hop), n=n_fft)  # [R, g, F]
+        filtered = torch.fft.irfft(block_spectra[None] * spectra[:, None, None, :], n=n_fft)[..., k - 1 :]
+        m = min(g1 * hop, L) - g0 * hop
+        yield g0 * hop, segment[:, h : h + m], filtered.reshape(U, R, -1)[..., :m]
+        carry = segment[:, segment.shape[-1] - 2 * h :]
+
+
+def _protected_blocks(
+    source: _Source, spectra: torch.Tensor, k: int, schedule: _Schedule, max_block_elements: int
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(start, original, protected)`` for consecutive ranges of the clip: filtered, then cross-faded."""
+    for start, original, filtered in _overlap_save(source, spectra, k, max_block_elements):
+        yield start, original, _crossfade(filtered, schedule, start, source.length)
+
+
+def _write_within_level(
+    blocks: Callable[[], Iterator[tuple[int, torch.Tensor, torch.Tensor]]],
+    limit: torch.Tensor,
+    write: Callable[[int, torch.Tensor], None],
+) -> None:
+    """Write every block of one clip; if a sample passed ``limit`` (``[1]``, the clip's level), scale the clip's
+    whole perturbation down by one factor and write every block again: what :func:`_limit_level` does to the
+    whole clip. Blocks within the limit cannot lower that factor (see :func:`_min_room`), so it comes from the
+    blocks that passed it, found in the first pass."""
+    room = None
+    for start, before, after in blocks():
+        write(start, after)
+        if bool(_peak(after[None]) > limit):
+            block_room = _min_room(before[None], after[None], limit)
+            room = block_room if room is None else torch.minimum(room, block_room)
+    if room is None:
+        return
+    scale = torch.clamp(room, max=1.0)
+    if not bool(scale < 1.0):
+        return
+    logger.debug("Scaled down the perturbation of a clip to stay within its level")
+    for start, before, after in blocks():
+        write(start, _scaled_back(before[None], after[None], limit, scale)[0])
+
+
+def _crossfade(filtered: torch.Tensor, schedule: _Schedule, start: int, length: int) -> torch.Tensor:
+    """Samples ``[start, start + m)`` of a ``length``-sample clip whose segment ``j`` is ``filtered[which[j]]``
+    (``filtered`` is ``[U, channels, m]``), with raised-cosine fades of ``fade`` samples centred on each boundary
+    where the filter changes.
+
+    Fades never overlap (boundaries are at least ``fade`` apart): away from them a sample is one filter's output,
+    inside a fade it is ``(1 - w) a + w c`` with ``w`` rising from 0 to 1 across the fade. The per-sample weights
+    of the range are built with numpy (each sample's weight depends only on its position in the clip, so any
+    range gives the whole clip's values), then applied in one pass per filter.
+    """
+    U, m = filtered.shape[0], filtered.shape[-1]
     if U == 1:
         return filtered[0]
-    edges = np.concatenate([[0], np.clip(np.ceil(bounds), 0, L), [L]]).astype(np.int64)
-    segment_of_sample = np.repeat(which, np.diff(edges))  # segments tile [0, L)
+    which, bounds, fade = schedule.which, schedule.bounds, schedule.fade
+    stop = start + m
+    edges = np.clip(np.ceil(bounds), 0, length).astype(np.int64)  # segments tile [0, length)
+    j0, j1 = np.searchsorted(edges, [start, stop - 1], side="right")  # the segments of the first and last sample
+    local_edges = np.concatenate([[start], edges[j0:j1], [stop]]) - start
+    segment_of_sample = np.repeat(which[j0 : j1 + 1], np.diff(local_edges))
     t = rise = where = None
-    moves = np.flatnonzero(which[:-1] != which[1:])  # only boundaries where the filter changes get a fade
-    if fade > 0 and len(moves):  # all fades at once: the samples within fade/2 of each such boundary
-        t0 = np.clip(np.ceil(bounds[moves] - fade / 2), 0, L).astype(np.int64)
-        counts = np.maximum(np.clip(np.floor(bounds[moves] + fade / 2) + 1, 0, L).astype(np.int64) - t0, 0)
+    near = np.arange(*np.searchsorted(bounds, [start - fade / 2 - 1, stop + fade / 2 + 1]))
+    moves = near[which[near] != which[near + 1]]  # only boundaries where the filter changes get a fade
+    if fade > 0 and len(moves):  # all fades at once: the samples of the range within fade/2 of each boundary
+        t0 = np.clip(np.ceil(bounds[moves] - fade / 2), start, stop).astype(np.int64)
+        t1 = np.clip(np.floor(bounds[moves] + fade / 2) + 1, start, stop).astype(np.int64)
+        counts = np.maximum(t1 - t0, 0)
         where = moves[np.repeat(np.arange(len(moves)), counts)]
-        t = np.arange(counts.sum()) + np.repeat(t0 - (np.cumsum(counts) - counts), counts)
+        t = np.arange(counts.sum()) + np.repeat(t0 - (np.cumsum(counts) - counts), counts)  # positions in the clip
         rise = (0.5 + 0.5 * np.sin(np.pi * (t - bounds[where]) / fade)).astype(np.float32)  # |t - b| <= fade / 2
+        t = t - start
     if U == 2:  # the common case: one lerp towards filter 1 by its weight
         w1 = (segment_of_sample == 1).astype(np.float32)
         if t is not None:
             w1[t] = np.where(which[where + 1] == 1, rise, 1.0 - rise)
         return torch.lerp(filtered[0], filtered[1], torch.from_numpy(w1).to(filtered.device, filtered.dtype))
-    weights = (segment_of_sample[None, :] == np.arange(U)[:, None]).astype(np.float32)  # [U, L]
+    weights = (segment_of_sample[None, :] == np.arange(U)[:, None]).astype(np.float32)  # [U, m]
     if t is not None:
         weights[:, t] = 0.0
         weights[which[where], t] = 1.0 - rise
@@ -444,35 +672,24 @@ def fft_size(length: int, taps: int) -> int:
 
 
 def fft_filter(
-    x: torch.Tensor, taps: torch.Tensor, max_block_elements: int = 1 << 22, *, spectra: torch.Tensor | None = None
+    x: torch.Tensor, taps: torch.Tensor, max_block_elements: int | None = None, *, spectra: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Centred convolution of ``x`` (``[channels, samples]``) with each filter in ``taps`` (``[U, k]``, k odd):
     ``out[u, c, i] = sum_t taps[u, t] * x[c, i + (k - 1) // 2 - t]``, zero outside the clip. With ``spectra``
     (``[U, F]``), ``taps`` only gives ``k``.
 
     Overlap-save with FFT blocks of :func:`fft_size` samples (a single block for short clips), processed in groups
-    of about ``max_block_elements`` samples. Block size and grouping depend only on the clip's length and ``k``,
-    so the result is a deterministic function of the clip alone. ``spectra`` (``rfft(taps, n=fft_size(...))``)
-    may be passed to reuse it across clips of the same length and class.
+    of about ``max_block_elements`` samples (default :data:`FFT_BLOCK_ELEMENTS`). Block size and grouping depend
+    only on the clip's length and ``k``, so the result is a deterministic function of the clip alone. ``spectra``
+    (``rfft(taps, n=fft_size(...))``) may be passed to reuse it across clips of the same length and class.
     """
     R, L = x.shape
     k = taps.shape[-1]
-    h = (k - 1) // 2
-    n_fft = fft_size(L, k)
-    hop = n_fft - k + 1
-    nb = -(-L // hop)
-    xr = F.pad(x, (h, nb * hop + k - 1 - h - L))
-    H = torch.fft.rfft(taps, n=n_fft) if spectra is None else spectra  # [U, F]
-    U = H.shape[0]
-    out = torch.empty(U, R, nb * hop, dtype=x.dtype, device=x.device)
-    group = max(1, max_block_elements // (n_fft * R * U))
-    for g0 in range(0, nb, group):
-        g1 = min(nb, g0 + group)
-        blocks = xr[:, g0 * hop : (g1 - 1) * hop + n_fft].unfold(-1, n_fft, hop)  # [R, g, n_fft]
-        block_spectra = torch.fft.rfft(blocks, n=n_fft)
-        filtered = torch.fft.irfft(block_spectra[None] * H[:, None, None, :], n=n_fft)[..., k - 1 :]
-        out[:, :, g0 * hop : g1 * hop] = filtered.reshape(U, R, -1)
-    return out[..., :L]
+    H = torch.fft.rfft(taps, n=fft_size(L, k)) if spectra is None else spectra  # [U, F]
+    out = torch.empty(H.shape[0], R, L, dtype=x.dtype, device=x.device)
+    for start, _, filtered in _overlap_save(_Source.of(x), H, k, max_block_elements or FFT_BLOCK_ELEMENTS):
+        out[..., start : start + filtered.shape[-1]] = filtered
+    return out
 
 
 # ---------------------------------------------------------------------- key + config, with cached tables
@@ -540,6 +757,29 @@ class PosCUDATransform:
             self._offsets = np.concatenate([self._offsets, np.stack([r[0] for r in rows])])
             self._order = np.concatenate([self._order, np.stack([r[1] for r in rows])])
         return self._offsets[:num_classes], self._order[:num_classes]
+
+    def protect_in_blocks(
+        self,
+        read: Callable[[int, int], torch.Tensor],
+        write: Callable[[int, torch.Tensor], None],
+        length: int,
+        label: int,
+        sampling_rate: int,
+    ) -> None:
+        """Protect one clip of class ``label`` read and written by blocks, in memory bounded by a block: the
+        samples that calling the transform on the whole clip gives (segment and barcode configs only; see
+        :func:`apply_segments_in_blocks` for ``read`` and ``write``)."""
+        if not self.config.uses_fft_path:
+            raise ValueError(
+                f"Protecting by blocks needs a segment or barcode config (placement={self.config.placement!r}, "
+                f"filter_family={self.config.filter_family!r} filters patches or whole clips in memory)."
+            )
+        if label < 0:
+            raise ValueError(f"class indices must be >= 0, got {label}.")
+        banks = self.class_banks(label + 1, sampling_rate)
+        offsets, order = self.class_schedules(label + 1)
+        apply_segments_in_blocks(read, write, length, torch.from_numpy(banks[label]), offsets[label], order[label],
+                                 self.config, sampling_rate)
 
     def __call__(
         self,

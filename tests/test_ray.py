@@ -3,6 +3,8 @@ order, Parquet that loads as `Audio` again, and bad input stopped before anythin
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from datasets import Audio, ClassLabel, DatasetDict, load_dataset
 
@@ -169,3 +171,36 @@ def test_ray_reads_hf_paths_from_the_hub(hub, tmp_path):
     assert got["id"] == data["train"]["id"] and _bytes(got) == _bytes(want)
     with pytest.raises(ValueError, match="No Parquet files of split 'validation'"):
         protect_with_ray("hf://datasets/alice/parquet-source", str(tmp_path / "out2"), KEY, split="validation")
+
+
+MARK = b"<by blocks>"
+
+
+class SmallBound(PosCUDA):
+    """PosCUDA whose bound is 20,000 samples, and whose rows protected by blocks end with ``MARK``: in Ray's actors,
+    their output shows which path each row took."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "max_batch_samples": 20000})
+
+    def _protect_in_blocks(self, clip, label, device):
+        return bytes(super()._protect_in_blocks(clip, label, device)) + MARK
+
+
+def test_ray_actors_protect_long_clips_by_blocks(tmp_path, monkeypatch):
+    from hf_poscuda import ray_engine
+
+    ds = make_dataset(6, min_len=1.0, max_len=4.0)  # 8,000 to 32,000 samples at 8 kHz
+    ds.to_parquet(str(tmp_path / "src" / "train-00000-of-00001.parquet"))
+    monkeypatch.setattr(ray_engine, "PosCUDA", SmallBound)
+    module = sys.modules[SmallBound.__module__]
+    ray.cloudpickle.register_pickle_by_value(module)  # the actors cannot import this test module by name
+    try:
+        protect_with_ray(str(tmp_path / "src"), str(tmp_path / "out"), KEY, batch_size=4)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+    got = _bytes(load_dataset("parquet", data_dir=str(tmp_path / "out"))["train"])
+    want = _bytes(ds.map(PosCUDA.for_dataset(ds, KEY), batched=True))
+    long = [len(a["array"]) > 20000 for a in ds["audio"]]
+    assert any(long) and not all(long)
+    assert got == [w + MARK if is_long else w for w, is_long in zip(want, long)]
