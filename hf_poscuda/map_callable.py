@@ -285,6 +285,9 @@ class PosCUDA:
         """Protect and encode: clips sharing a sampling rate and channel count go through one padded tensor; a clip
         longer than ``max_batch_samples`` (segment and barcode configs) is read, protected and encoded by blocks."""
         device = resolve_device(self.device)
+        if self.output_format == "wav":
+            for clip in clips:
+                _check_row_size(clip, self.audio_column)
         result: list[bytes | bytearray] = [b""] * len(clips)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, clip in enumerate(clips):
@@ -342,6 +345,23 @@ class PosCUDA:
             clip.close()
         logger.debug("Protected row %d (%d samples) by blocks", clip.row, clip.frames)
         return encoder.getvalue()
+
+
+#: The largest value one row of a ``datasets`` Audio column holds (its ``bytes`` are an Arrow ``binary``).
+MAX_ROW_BYTES = 2**31 - 2
+
+
+def _check_row_size(clip: Clip, column: str) -> None:
+    """Refuse, before any work, a clip whose float WAV would not fit in one Arrow ``binary`` value."""
+    size = 4 * clip.channels * clip.frames + 58  # float32 samples and the header of audio_io.float_wav_bytes
+    if size > MAX_ROW_BYTES:
+        hours = MAX_ROW_BYTES / (4 * clip.channels * clip.sampling_rate * 3600)
+        raise ValueError(
+            f"Row {clip.row} of the batch (column {column!r}, path={clip.path!r}) would be a {size / 1e9:.2f} GB "
+            f"float WAV, and one value of a datasets Audio column holds at most 2 GiB ({hours:.1f} h of this clip's "
+            "rate and channels). Use output_format='flac' (24-bit, about half the size or less), or cut the "
+            "recording into shorter clips."
+        )
 
 
 def length_groups(lengths: Sequence[int], channels: int, max_samples: int) -> list[list[int]]:

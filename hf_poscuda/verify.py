@@ -283,7 +283,7 @@ def verify_split(
                                    output_format=fmt, snr_clips=1)
         result.bytes = _byte_check(dataset, again, audio_column)
         return result
-    rows = np.unique(np.linspace(0, len(dataset) - 1, min(max_clips, len(dataset))).astype(int)) if len(dataset) else []
+    rows = _spread(len(dataset), max_clips)
     subset = dataset.select(rows).cast_column(audio_column, Audio(decode=False))
     clips, labels, rates = [], [], set()
     for row, (item, label) in enumerate(zip(subset[audio_column], subset[label_column], strict=True)):
@@ -352,12 +352,22 @@ def verify(
     record = read_record(source)
     if config is None:
         config = PosCUDAConfig(**record["config"]) if record and record.get("config") else PosCUDAConfig()
-    copy = _load(source, load_audio_dataset)
-    copy = copy if isinstance(copy, DatasetDict) else DatasetDict({"train": copy})
-    names = list(splits) if splits else list(copy)
+    if _is_hub(source) and original is None:  # the blind check reads only the rows it samples
+        from .streaming import split_names
+
+        available = split_names(source)
+        copy: dict[str, Any] = {}
+        for name in list(splits) if splits else available:
+            if name in available:
+                copy[name] = sample_rows(source, name, max_clips, columns=[audio_column, label_column])
+    else:
+        loaded = _load(source, load_audio_dataset)
+        copy = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+        available = list(copy)
+    names = list(splits) if splits else available
     missing = [s for s in names if s not in copy]
     if missing:
-        raise ValueError(f"Split(s) {missing} not found in {source!r}; it has {list(copy)}. Pass --split NAME.")
+        raise ValueError(f"Split(s) {missing} not found in {source!r}; it has {available}. Pass --split NAME.")
     originals = None
     if original is not None:
         loaded = _load(original, load_audio_dataset)
@@ -368,13 +378,160 @@ def verify(
     results = []
     for name in names:
         meta = (record or {}).get("splits", {}).get(name, {})
+        label_names = meta.get("label_names")
+        if label_names is None and _is_hub(source) and _string_labels(copy[name], label_column):
+            from .streaming import _labels  # the class order of string labels needs every row's label (only)
+
+            label_names = sorted(set(_labels(source, name, None, None, None, label_column)))
         results.append(verify_split(
             copy[name], key, config, split=name, original=originals[name] if originals is not None else None,
-            recorded_key_id=meta.get("key_id") or (record or {}).get("key_id"), label_names=meta.get("label_names"),
+            recorded_key_id=meta.get("key_id") or (record or {}).get("key_id"), label_names=label_names,
             audio_column=audio_column, label_column=label_column, max_clips=max_clips,
         ))
         logger.info("%s", results[-1].format())
     return results
+
+
+def _is_hub(source: str) -> bool:
+    """A Hub dataset id (not an existing path, nor one that looks local), as :func:`read_record` tells them."""
+    return not Path(source).exists() and not source.startswith((".", "/", "~"))
+
+
+def _string_labels(dataset: Dataset, label_column: str) -> bool:
+    feature = (dataset.features or {}).get(label_column)
+    return getattr(feature, "dtype", None) in ("string", "large_string")
+
+
+def _spread(total: int, n: int) -> np.ndarray:
+    """``min(n, total)`` row indices evenly spread over ``range(total)``, first and last included."""
+    return np.unique(np.linspace(0, total - 1, min(n, total)).astype(int)) if total > 0 and n > 0 else \
+        np.zeros(0, dtype=int)
+
+
+def sample_rows(
+    source: str,
+    split: str,
+    n: int,
+    *,
+    columns: Sequence[str] | None = None,
+    config_name: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+) -> Dataset:
+    """At most ``n`` rows of one split, spread over it, without reading the rest: a Hub dataset is not downloaded.
+
+    - A local source (``save_to_disk``, audiofolder or FSDD folder, Parquet files): ``n`` evenly spaced rows, read
+      memory-mapped.
+    - A Hub dataset stored as Parquet (what ``push_to_hub`` and ``hf-poscuda push`` write): the footers of the
+      split's files, then ``columns`` of runs of rows: the first rows of :data:`SAMPLE_RUNS` (or more) evenly
+      spaced row groups, read page by page, about ``n`` rows in all, thinned evenly to ``n``. The download is
+      about ``n`` rows (and a page per run), whatever the size of the split.
+    - Another Hub dataset (audio files, scripts): its first ``n`` rows, streamed.
+
+    Args:
+        source (`str`): a Hub dataset id or a local source.
+        split (`str`): the split.
+        n (`int`): rows wanted (fewer when the split has fewer).
+        columns (`Sequence[str]`, *optional*): read only these columns (default: all).
+        config_name (`str`, *optional*), revision (`str`, *optional*), token (`str`, *optional*): of a Hub dataset.
+
+    Returns:
+        `Dataset`: the rows, in the split's order, with its features; audio columns are not decoded on reading.
+
+    Raises:
+        ValueError: the split or a column does not exist.
+
+    Example:
+
+    ```py
+    >>> from hf_poscuda.sources import fsdd_mini_path
+    >>> from hf_poscuda.verify import sample_rows
+    >>> rows = sample_rows(str(fsdd_mini_path()), "test", 12, columns=["audio", "label"])
+    >>> len(rows), rows.column_names, rows.features["label"].names[:3]
+    (12, ['audio', 'label'], ['0', '1', '2'])
+
+    ```
+    """
+    if not _is_hub(source):
+        from .sources import load_audio_dataset
+
+        loaded = _load(source, load_audio_dataset)
+        if not isinstance(loaded, Dataset):
+            if split not in loaded:
+                raise ValueError(f"Split {split!r} not found in {source!r}; available splits: {list(loaded)}.")
+            loaded = loaded[split]
+        _check_columns(loaded.column_names, columns, source)
+        subset = loaded.select(_spread(len(loaded), n))
+        return subset.select_columns(list(columns)) if columns is not None else subset
+    from datasets import load_dataset_builder
+
+    builder = load_dataset_builder(source, config_name, revision=revision, token=token)
+    files = (builder.config.data_files or {}).get(split)
+    if builder.name != "parquet" or not files:
+        return _first_rows(source, split, n, columns, config_name, revision, token)
+    return _parquet_rows(list(files), builder.info.features, n, columns, token, source)
+
+
+def _check_columns(available: Sequence[str], columns: Sequence[str] | None, source: str) -> None:
+    missing = [c for c in columns or () if c not in available]
+    if missing:
+        raise ValueError(f"Column(s) {missing} not found in {source!r}; it has {list(available)}.")
+
+
+#: Row groups a Hub sample is taken from, at least (fewer when the split has fewer): its rows come in runs.
+SAMPLE_RUNS = 10
+
+
+def _parquet_rows(files: list[str], features: Any, n: int, columns: Sequence[str] | None, token: str | None,
+                  source: str) -> Dataset:
+    """About ``n`` rows in runs from evenly spaced row groups of Parquet files on the Hub (see :func:`sample_rows`):
+    each run is the first rows of a row group, whose pages are read as the run needs them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import DatasetInfo, Features
+    from datasets.table import InMemoryTable
+    from huggingface_hub import HfFileSystem
+
+    fs = HfFileSystem(token=token)
+    # footers only; each column chunk is then read through a small buffer, page by page, not whole
+    opened = [pq.ParquetFile(fs.open(f, "rb", cache_type="none"), buffer_size=1 << 16, pre_buffer=False)
+              for f in files]
+    groups = [(pf, g) for pf in opened for g in range(pf.metadata.num_row_groups)]
+    total = sum(pf.metadata.num_rows for pf in opened)
+    schema = opened[0].schema_arrow if opened else pa.schema([])
+    _check_columns(schema.names, columns, source)
+    runs = min(len(groups), max(SAMPLE_RUNS, math.ceil(n * len(groups) / total))) if total and n > 0 else 0
+    batches = []
+    for pf, g in (groups[i] for i in _spread(len(groups), runs)):
+        batch = next(pf.iter_batches(batch_size=-(-n // runs), row_groups=[g], columns=columns), None)
+        if batch is not None:
+            batches.append(batch)
+    table = pa.Table.from_batches(batches) if batches else schema.empty_table()
+    if columns is not None:
+        table = table.select(list(columns))
+    table = table.take(_spread(table.num_rows, n))
+    logger.info("Sampled %d of %d rows in runs from %d of %d row groups", table.num_rows, total, len(batches),
+                len(groups))
+    if features is not None:
+        features = Features({c: features[c] for c in table.column_names})
+        table = table.cast(features.arrow_schema)
+    return Dataset(InMemoryTable(table), info=DatasetInfo(features=features))
+
+
+def _first_rows(source: str, split: str, n: int, columns: Sequence[str] | None, config_name: str | None,
+                revision: str | None, token: str | None) -> Dataset:
+    """The first ``n`` rows of a Hub dataset that is not stored as Parquet, streamed, undecoded."""
+    import itertools
+
+    from datasets import load_dataset
+
+    stream = load_dataset(source, config_name, split=split, streaming=True, revision=revision, token=token)
+    if stream.features is not None:
+        _check_columns(list(stream.features), columns, source)
+    if columns is not None:
+        stream = stream.select_columns(list(columns))
+    stream = stream.decode(False)
+    return Dataset.from_list(list(itertools.islice(iter(stream), n)), features=stream.features)
 
 
 def _load(source: str, load_audio_dataset: Any) -> Any:

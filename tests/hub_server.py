@@ -14,7 +14,8 @@ create_commit, repo_info, list_repo_tree, get_paths_info, hf_hub_download, Datas
 
 Tokens are checked (401 for a missing or unknown token on writes; private repos are invisible to others), and
 faults can be injected: :meth:`HubServer.fail_next` answers the next matching request with an HTTP error or drops
-the connection. Every request is logged in :attr:`HubServer.requests`.
+the connection. Every request is logged in :attr:`HubServer.requests`, with the bytes of its response in
+:attr:`HubServer.sent`.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class HubServer:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
+        self.sent: list[tuple[str, str, int]] = []  # (method, path, response body bytes) of every response
         self.faults: list[Fault] = []
         self.lock = threading.RLock()
         hub = self
@@ -133,6 +135,7 @@ class HubServer:
             self.repos.clear()
             self.lfs_objects.clear()
             self.requests.clear()
+            self.sent.clear()
             self.faults.clear()
 
     def fail_next(self, method: str, path_regex: str, status: int | None = 500, times: int = 1) -> None:
@@ -198,6 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not head and self.command != "HEAD":
             self.wfile.write(body)
         self.server_hub.requests.append((self.command, self.path, status))
+        self.server_hub.sent.append((self.command, self.path, 0 if head or self.command == "HEAD" else len(body)))
 
     def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(payload).encode(), headers)

@@ -257,3 +257,10 @@ def test_cuda_blocks_give_the_cuda_whole_clip(monkeypatch, channels):
     want = whole(t, x.cuda(), 2, 16000)
     assert got.device.type == "cuda" and got.dtype == torch.float32 and torch.equal(got, want)
     torch.testing.assert_close(got.cpu(), whole(t, x, 2, 16000), rtol=1e-4, atol=1e-5)
+
+
+def test_a_float_wav_too_large_for_one_arrow_value_is_refused_before_any_work():
+    ten_hours = np.broadcast_to(np.zeros(1, np.float32), (1, 10 * 3600 * 16000))  # no memory behind it
+    batch = {"audio": [{"array": ten_hours, "sampling_rate": 16000}], "label": [0]}
+    with pytest.raises(ValueError, match=r"2.30 GB float WAV.*at most 2 GiB \(9.3 h.*output_format='flac'"):
+        PosCUDA(KEY)(batch)
