@@ -514,6 +514,7 @@ class _Schedule:
     used: np.ndarray  # [U] the class filters the clip uses
     which: np.ndarray  # [n] each segment's filter, as an index into ``used``
     bounds: np.ndarray  # [n - 1] float64 sample positions, increasing, at least ``fade`` apart
+    edges: np.ndarray  # [n - 1] each segment's first sample (after the first): segments tile the clip
     fade: float
 
     @classmethod
@@ -532,7 +533,8 @@ class _Schedule:
         used, which = np.unique(sequence, return_inverse=True)
         inner = np.arange(1, n)
         bounds = start + (stop - start) * (inner + offsets[(inner - 1) % J]) / n
-        return cls(used, which.reshape(-1), bounds, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
+        edges = np.clip(np.ceil(bounds), 0, length).astype(np.int64)
+        return cls(used, which.reshape(-1), bounds, edges, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
 
 
 class _Source:
@@ -593,7 +595,7 @@ def _protected_blocks(
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """``(start, original, protected)`` for consecutive ranges of the clip: filtered, then cross-faded."""
     for start, original, filtered in _overlap_save(source, spectra, k, max_block_elements):
-        yield start, original, _crossfade(filtered, schedule, start, source.length)
+        yield start, original, _crossfade(filtered, schedule, start)
 
 
 def _write_within_level(
@@ -621,8 +623,8 @@ def _write_within_level(
         write(start, _scaled_back(before[None], after[None], limit, scale)[0])
 
 
-def _crossfade(filtered: torch.Tensor, schedule: _Schedule, start: int, length: int) -> torch.Tensor:
-    """Samples ``[start, start + m)`` of a ``length``-sample clip whose segment ``j`` is ``filtered[which[j]]``
+def _crossfade(filtered: torch.Tensor, schedule: _Schedule, start: int) -> torch.Tensor:
+    """Samples ``[start, start + m)`` of a clip whose segment ``j`` is ``filtered[which[j]]``
     (``filtered`` is ``[U, channels, m]``), with raised-cosine fades of ``fade`` samples centred on each boundary
     where the filter changes.
 
@@ -634,9 +636,8 @@ def _crossfade(filtered: torch.Tensor, schedule: _Schedule, start: int, length: 
     U, m = filtered.shape[0], filtered.shape[-1]
     if U == 1:
         return filtered[0]
-    which, bounds, fade = schedule.which, schedule.bounds, schedule.fade
+    which, bounds, edges, fade = schedule.which, schedule.bounds, schedule.edges, schedule.fade
     stop = start + m
-    edges = np.clip(np.ceil(bounds), 0, length).astype(np.int64)  # segments tile [0, length)
     j0, j1 = np.searchsorted(edges, [start, stop - 1], side="right")  # the segments of the first and last sample
     local_edges = np.concatenate([[start], edges[j0:j1], [stop]]) - start
     segment_of_sample = np.repeat(which[j0 : j1 + 1], np.diff(local_edges))

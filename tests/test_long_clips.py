@@ -70,7 +70,7 @@ def reference(transform: PosCUDATransform, x: torch.Tensor, label: int, sr: int)
     schedule = transform_module._Schedule.of(n, start, stop, offsets[label], order[label], cfg, sr)
     bank = torch.from_numpy(transform.class_banks(label + 1, sr)[label]).to(x.dtype)
     spectra = torch.fft.rfft(bank, n=fft_size(n, bank.shape[-1]))[torch.from_numpy(schedule.used)]
-    out = transform_module._crossfade(transform_module.fft_filter(x, bank, spectra=spectra), schedule, 0, n)
+    out = transform_module._crossfade(transform_module.fft_filter(x, bank, spectra=spectra), schedule, 0)
     scaled = transform_module._limit_level(x[None], out[None])
     return out if scaled is None else scaled[0]
 
