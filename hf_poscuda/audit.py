@@ -370,6 +370,7 @@ def audit_model(
     sampling_rate: int | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    stamp_cache: dict[Any, list[np.ndarray]] | None = None,
 ) -> AuditResult:
     """Audit a model: was it trained on data protected with ``key``? (black box; see the module docstring).
 
@@ -403,6 +404,8 @@ def audit_model(
             is applied at the probe's own rate, as protection would). Default: the probe's rate.
         batch_size (`int`, defaults to `32`): clips per ``predict`` call.
         progress (`bool`, defaults to `True`): a progress bar over the queries.
+        stamp_cache (`dict`, *optional*): pass the same dict to audits of several models with the same probe, keys,
+            seed and parameters, and each key's stamped queries are computed once (kept in it, in memory).
 
     Returns:
         `AuditResult`: verdict, p-value, rates, counts and the public key id.
@@ -465,16 +468,26 @@ def audit_model(
     matrices, key_answers, rates = [], None, []
     bar = tqdm(total=max_queries * len(keys), desc="audit queries", unit="query", disable=not progress)
     used_scores = False
+    design = (getattr(probe, "_fingerprint", id(probe)), config, seed, max_queries, tuple(audited), model_rate)
     for k_index, k in enumerate(keys):
-        transform = PosCUDATransform(k, config)
+        cache_key = (k.key_id, *design)
+        stamped = stamp_cache.get(cache_key) if stamp_cache is not None else None
+        if stamped is None:
+            transform = PosCUDATransform(k, config)
+            stamped = []
+            for start in range(0, max_queries, batch_size):
+                stop = min(start + batch_size, max_queries)
+                stamped += stamp(transform, [clips[r] for r in rows[start:stop]],
+                                 [audited[t] for t in targets[start:stop]], probe_rate)
+            if model_rate != probe_rate:
+                stamped = [change_rate(x, probe_rate, model_rate).astype(np.float32) for x in stamped]
+            if stamp_cache is not None:
+                stamp_cache[cache_key] = stamped
         answers = np.empty(max_queries, dtype=np.int64)
         scores: np.ndarray | None = None
         for start in range(0, max_queries, batch_size):
             stop = min(start + batch_size, max_queries)
-            batch = stamp(transform, [clips[r] for r in rows[start:stop]],
-                          [audited[t] for t in targets[start:stop]], probe_rate)
-            if model_rate != probe_rate:
-                batch = [change_rate(x, probe_rate, model_rate).astype(np.float32) for x in batch]
+            batch = [x.copy() for x in stamped[start:stop]]  # a predictor may change its input in place
             top, s = _answers(predict(batch, model_rate), stop - start, count)
             answers[start:stop] = [position.get(int(a), -1) for a in top]
             if s is not None and use_scores:

@@ -243,11 +243,12 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
     if not found:
         return None
     name, preset = found[0]
-    if not any(r["attack"] == "none" and r["sampling_rate"] == 8000 for r in preset["runs"]):
+    digits = [r for r in preset["runs"] if r.get("task", "digits") == "digits"]
+    if not any(r["attack"] == "none" and r["sampling_rate"] == 8000 for r in digits):
         return None
     clean = {(r["split"], r["model"]): r for r in measured["presets"].get("clean", {}).get("runs", [])
-             if r["attack"] == "none" and r["sampling_rate"] == 8000}
-    runs = {(r["split"], r["model"], r["attack"]): r for r in preset["runs"] if r["sampling_rate"] == 8000}
+             if r["attack"] == "none" and r["sampling_rate"] == 8000 and r.get("task", "digits") == "digits"}
+    runs = {(r["split"], r["model"], r["attack"]): r for r in digits if r["sampling_rate"] == 8000}
 
     def cell(r: Mapping[str, Any] | None) -> str:
         return "–" if r is None else f"{100 * r['mean']:.1f} % ({100 * r['worst']:.0f} %)"

@@ -20,7 +20,7 @@ from ..key import PosCUDAKey
 from ..protect import protect_dataset
 from ..quality import measure_quality
 from .attacks import Attack, attack_quality, get_attack
-from .models import CNN_MODELS, FINETUNE_MODES, HF_MODELS, MODELS, build_cnn, build_hf_model
+from .models import CNN_MODELS, FINETUNE_MODES, HF_MODELS, MODELS, PRETRAINED_MODELS, build_cnn, build_hf_model
 from .training import TrainingRecipe, TrainResult, train_cnn, train_hf
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,9 @@ class ModelSpec:
     """A model to evaluate.
 
     Args:
-        name (`str`): ``"logmel_cnn"``, ``"raw_cnn"``, ``"wav2vec2"`` or ``"ast"``.
+        name (`str`): ``"logmel_cnn"``, ``"raw_cnn"``, ``"wav2vec2"``, ``"ast"`` or ``"ge2e"`` (the real pretrained
+            speaker encoder; ``finetune`` is then its adversary: ``"probe"``, ``"mlp"`` or ``"finetune"``, see
+            :mod:`~hf_poscuda.evaluation.ge2e`).
         checkpoint (`str`, *optional*): for wav2vec2/AST, a local folder or Hub id to fine-tune.
         preset (`str`, defaults to `"small"`): for wav2vec2/AST without checkpoint, the from-scratch size (the
             size of the README's numbers; ``"tiny"`` is for tests and learns little).
@@ -48,6 +50,13 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.name not in MODELS:
             raise ValueError(f"Unknown model {self.name!r}; choose from {list(MODELS)}.")
+        if self.name in PRETRAINED_MODELS:
+            from .ge2e import GE2E_MODES
+
+            if self.finetune not in GE2E_MODES or self.checkpoint is not None:
+                raise ValueError(f"ge2e takes no checkpoint (its weights come from the Resemblyzer wheel) and an "
+                                 f"adversary in {list(GE2E_MODES)}, e.g. 'ge2e-probe'; got {self!r}.")
+            return
         if self.name in CNN_MODELS and self.checkpoint is not None:
             raise ValueError(f"{self.name} is trained from scratch; it takes no checkpoint.")
         if self.finetune not in FINETUNE_MODES:
@@ -60,6 +69,8 @@ class ModelSpec:
     def label(self) -> str:
         if self.name in CNN_MODELS:
             return self.name
+        if self.name in PRETRAINED_MODELS:
+            return f"{self.name}-{self.finetune}"
         if self.checkpoint:
             mode = "" if self.finetune == "full" else f"@{self.finetune}"
             return f"{self.name}{mode}:{self.checkpoint}"
@@ -69,6 +80,8 @@ class ModelSpec:
     def start(self) -> dict[str, Any]:
         """The report's ``start`` block: ``{"from": "scratch", "preset"}`` or ``{"from": "pretrained",
         "checkpoint", "finetune"}`` (the fine-tuning threat)."""
+        if self.name in PRETRAINED_MODELS:
+            return {"from": "pretrained", "checkpoint": "resemblyzer/pretrained.pt", "finetune": self.finetune}
         if self.checkpoint is None:
             return {"from": "scratch", "preset": None if self.name in CNN_MODELS else self.preset}
         return {"from": "pretrained", "checkpoint": self.checkpoint, "finetune": self.finetune}
@@ -94,6 +107,8 @@ class ModelSpec:
             name, _, mode = name.partition("@")
             return cls(name, checkpoint=checkpoint, finetune=mode or "full")
         name, _, preset = text.partition("-")
+        if name in PRETRAINED_MODELS:
+            return cls(name, finetune=preset or "probe")
         if name in HF_MODELS and preset:
             return cls(name, preset=preset)
         return cls(text.replace("-", "_"))
@@ -140,6 +155,15 @@ def train_model(
     """
     torch.manual_seed(recipe.seed)
     num_classes = int(max(train.labels.max(), test.labels.max()) + 1)
+    if spec.name in PRETRAINED_MODELS:
+        if attack is not None:
+            raise ValueError(f"Training-time countermeasures are implemented for the CNNs only, not {spec.label}.")
+        from .ge2e import train_ge2e
+
+        run = train_ge2e(spec.finetune, list(train.audio), train.labels, list(test.audio), test.labels,
+                         train.sampling_rate, seed=recipe.seed)
+        curve = [{"epoch": i + 1, "test_accuracy": a} for i, a in enumerate(run.curve)]
+        return TrainResult(run.test_accuracy, run.train_accuracy, len(curve), curve, model=run.predictor)
     if spec.name in CNN_MODELS:
         model = build_cnn(spec.name, num_classes, train.sampling_rate)
         return train_cnn(

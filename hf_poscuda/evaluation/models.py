@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 CNN_MODELS = ("logmel_cnn", "raw_cnn")
 HF_MODELS = ("wav2vec2", "ast")
-MODELS = CNN_MODELS + HF_MODELS
+#: The real pretrained speaker encoder of the Resemblyzer wheel (:mod:`hf_poscuda.evaluation.ge2e`); its adversaries
+#: (``ModelSpec("ge2e", finetune=...)``): ``"probe"``, ``"mlp"`` or ``"finetune"`` (the last LSTM layer).
+PRETRAINED_MODELS = ("ge2e",)
+MODELS = CNN_MODELS + HF_MODELS + PRETRAINED_MODELS
 #: How much of a pretrained checkpoint is trained: everything (``"full"``; wav2vec2's convolutional feature
 #: encoder stays frozen, as in the transformers audio-classification recipe), the upper half of the transformer
 #: and the head (``"partial"``), or the head alone on frozen features (``"probe"``, a linear probe).

@@ -38,7 +38,7 @@ from ..key import PosCUDAKey
 from ..report_schema import GOAL_ACCURACY
 from .attacks import get_attack
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
-from .models import CNN_MODELS
+from .models import CNN_MODELS, HF_MODELS
 from .training import TrainingRecipe
 
 if TYPE_CHECKING:
@@ -101,6 +101,13 @@ def _drop_unfinished_line(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         logger.warning("Dropping the unfinished last line of %s; that run is done again.", path)
         path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _epochs(spec: ModelSpec, recipe: TrainingRecipe) -> int | None:
+    """Epochs a run of ``spec`` trains for (the GE2E adversaries have their own schedules: ``None``)."""
+    if spec.name in CNN_MODELS:
+        return recipe.epochs
+    return recipe.hf_epochs if spec.name in HF_MODELS else None
 
 
 def _data_fields(spec: DataSpec) -> dict[str, Any]:
@@ -217,7 +224,7 @@ def run_grid(
                 "setting": setting, "key": key_index, "key_id": key_id, **_data_fields(spec),
                 "model": label, "attack": attack,
                 "config": settings[setting].to_dict() if setting != CLEAN else None,
-                "epochs": recipe.epochs if by_label[label].name in CNN_MODELS else recipe.hf_epochs, "seconds": round(time.perf_counter() - start, 1),
+                "epochs": _epochs(by_label[label], recipe), "seconds": round(time.perf_counter() - start, 1),
             }
             if result is None:
                 record["skipped"] = True

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,8 @@ class TrainResult:
 
     ``peak_test_accuracy`` is the best clean-test accuracy over the recorded epochs, picked on the test split
     itself: an upper bound on what an adversary who keeps a little clean validation data and stops early would
-    get. It is ``nan`` when no curve was recorded.
+    get. It is ``nan`` when no curve was recorded. ``model`` (and ``extractor``, for transformers models) is the
+    trained model itself, for what comes after training (e.g. an audit); it is not part of :meth:`to_dict`.
     """
 
     test_accuracy: float
@@ -92,6 +93,8 @@ class TrainResult:
     steps: int
     curve: list[dict[str, float]] = field(default_factory=list)
     peak_test_accuracy: float = math.nan
+    model: Any = field(default=None, repr=False, compare=False)
+    extractor: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         points = [p["test_accuracy"] for p in self.curve if "test_accuracy" in p]
@@ -99,7 +102,9 @@ class TrainResult:
             self.peak_test_accuracy = float(max(max(points), self.test_accuracy))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(replace(self, model=None, extractor=None))  # never deep-copies the model
+        del out["model"], out["extractor"]
+        return out
 
 
 def _predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -169,6 +174,7 @@ def train_cnn(
         train_accuracy=accuracy(_predict(model, x), y),
         steps=recipe.epochs * steps_per_epoch,
         curve=curve,
+        model=model,
     )
 
 
@@ -311,4 +317,5 @@ def train_hf(
                 point["train_loss"] = losses[point["epoch"]]
         test_acc = trainer.evaluate(test_ds)["eval_accuracy"]
         train_acc = trainer.evaluate(train_ds, metric_key_prefix="train")["train_accuracy"]
-        return TrainResult(float(test_acc), float(train_acc), int(trainer.state.global_step), curve)
+        return TrainResult(float(test_acc), float(train_acc), int(trainer.state.global_step), curve, model=model,
+                           extractor=extractor)
