@@ -534,7 +534,8 @@ class _Schedule:
         inner = np.arange(1, n)
         bounds = start + (stop - start) * (inner + offsets[(inner - 1) % J]) / n
         edges = np.clip(np.ceil(bounds), 0, length).astype(np.int64)
-        return cls(used, which.reshape(-1), bounds, edges, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
+        which = which.reshape(-1).astype(np.int16)  # small: a long clip's blocks repeat it per sample
+        return cls(used, which, bounds, edges, min(fade, float(np.diff(bounds).min())) if n > 2 else fade)
 
 
 class _Source:
