@@ -464,13 +464,13 @@ def audit_model(
     own = np.array([position.get(labels[r], -1) for r in rows] if labels is not None else [-1] * max_queries)
     clips, probe_rate = _read_mono(probe, rows, audio_column)
     model_rate = sampling_rate or probe_rate
-    keys = [key, *(decoy_key(i) for i in range(num_decoys))]
+    keys = [key, *(decoy_key(i).decoy_of(key) for i in range(num_decoys))]
     matrices, key_answers, rates = [], None, []
     bar = tqdm(total=max_queries * len(keys), desc="audit queries", unit="query", disable=not progress)
     used_scores = False
     design = (getattr(probe, "_fingerprint", id(probe)), config, seed, max_queries, tuple(audited), model_rate)
     for k_index, k in enumerate(keys):
-        cache_key = (k.key_id, *design)
+        cache_key = (k.key_id, k.design.design_id if k.design is not None else None, *design)
         stamped = stamp_cache.get(cache_key) if stamp_cache is not None else None
         if stamped is None:
             transform = PosCUDATransform(k, config)

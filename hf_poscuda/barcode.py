@@ -95,6 +95,35 @@ def _distance(a: np.ndarray, b: np.ndarray) -> int:
     return int((np.sign(a) != np.sign(b)).sum())
 
 
+def designed_static(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int) -> np.ndarray:
+    """The static band gains ``[num_classes, num_bands]`` of ``filter_family="designed"``, from the key's design.
+
+    Raises:
+        ValueError: the key has no design, the design is for another band layout or fewer classes, or its gains
+            leave the config's ``[-cut_db, +boost_db]`` budget.
+    """
+    design = key.design
+    if design is None:
+        raise ValueError(
+            "filter_family='designed' needs a key that carries a designed signature table; make one with "
+            "`hf-poscuda design SOURCE --key KEY` (it writes the table into the key file), or use another preset."
+        )
+    if not design.matches(config.num_bands, config.band_low_hz, config.band_high_hz):
+        raise ValueError(
+            f"The key's design is for {design.num_bands} bands from {design.band_low_hz:g} to {design.band_high_hz:g} "
+            f"Hz, but the config has {config.num_bands} bands from {config.band_low_hz:g} to {config.band_high_hz:g} "
+            "Hz. Use the layout it was designed for, or design again."
+        )
+    if num_classes > design.num_classes:
+        raise ValueError(f"The key's design covers {design.num_classes} classes, but class {num_classes - 1} was "
+                         "asked for. Design it on data with every class.")
+    gains = design.static_db[:num_classes]
+    if gains.min(initial=0.0) < -config.cut_db - 1e-6 or gains.max(initial=0.0) > config.boost_db + 1e-6:
+        raise ValueError(f"The key's design has gains from {gains.min():.1f} to {gains.max():.1f} dB, outside the "
+                         f"config's budget -cut_db={-config.cut_db:g} .. +boost_db={config.boost_db:g}.")
+    return gains
+
+
 def class_patterns(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int) -> np.ndarray:
     """Band gains in dB, ``[num_classes, filters_per_class, num_bands]``, of every class's filters.
 
@@ -107,6 +136,9 @@ def class_patterns(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int) -> 
     """
     n, per_class = config.num_bands, config.filters_per_class
     static_n, vary_n = config.num_cuts + config.num_boosts, config.vary_cuts + config.vary_boosts
+    designed = designed_static(key, config, num_classes) if config.filter_family == "designed" else None
+    if designed is not None:
+        static_n = 0  # the design sets the static part; only the varying parts are drawn and kept apart
     out = np.zeros((num_classes, per_class, n))
     statics: list[np.ndarray] = []
     differences: list[np.ndarray] = []
@@ -118,7 +150,8 @@ def class_patterns(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int) -> 
             perm = _permutation(key, f"barcode/{draw}", c, n)
             varying = perm[perm >= config.vary_from_band][: per_class * vary_n]
             rest = perm[~np.isin(perm, varying)]
-            static = _pattern(rest, config.num_cuts, config.num_boosts, config.cut_db, config.boost_db, n)
+            static = (designed[c] if designed is not None
+                      else _pattern(rest, config.num_cuts, config.num_boosts, config.cut_db, config.boost_db, n))
             filters = static[None, :] + np.stack([
                 _pattern(varying[m * vary_n :], config.vary_cuts, config.vary_boosts, config.vary_cut_db,
                          config.vary_boost_db, n)
@@ -126,7 +159,7 @@ def class_patterns(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int) -> 
             ])
             mean = filters.mean(axis=0) if per_class == 1 else static
             difference = filters[0] - filters[1 % per_class]
-            if all(_distance(mean, s) >= need_static for s in statics) and all(
+            if (designed is not None or all(_distance(mean, s) >= need_static for s in statics)) and all(
                 _distance(difference, d) >= need_vary for d in differences
             ):
                 break

@@ -23,7 +23,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="Private key file (create one with `hf-poscuda keygen`).")]
 PresetOpt = Annotated[
-    str, typer.Option("--preset", help="Protection preset: default, barcode, v0.1, patches, paper or cuda (README).")
+    str, typer.Option("--preset", help="Protection preset: default, designed (needs `hf-poscuda design`), barcode, v0.1, "
+                      "patches, paper or cuda (docs: How it works).")
 ]
 AudioColOpt = Annotated[str, typer.Option("--audio-column", help="Name of the Audio column.")]
 LabelColOpt = Annotated[str, typer.Option("--label-column", help="Name of the label column.")]
@@ -32,7 +33,7 @@ NumProcOpt = Annotated[int | None, typer.Option("--num-proc", min=1, help="Worke
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: CUDA if present).")]
 FormatOpt = Annotated[
     str, typer.Option("--format", help="Output encoding: wav (32-bit float, exact, fastest) or flac (24-bit, ~0.56x "
-                      "the size; samples rounded to 24 bits). Both play in Chromium and Firefox (README).")
+                      "the size; samples rounded to 24 bits). Both play in Chromium and Firefox (docs: How it works).")
 ]
 
 EngineOpt = Annotated[
@@ -79,6 +80,48 @@ def keygen(
     key = PosCUDAKey.generate()
     key.save(path, overwrite=force)
     typer.echo(f"Wrote key {key.key_id} to {path} (mode 0600). Keep it private and backed up.")
+
+
+@app.command(
+    epilog="Example: hf-poscuda design ./my_dataset --key my.key --split train, then protect or push with "
+    "--preset designed"
+)
+@cli_errors
+def design(
+    source: Annotated[str, typer.Argument(help="Your clean labelled data: save_to_disk folder, audiofolder or Hub id.")],
+    key: KeyOpt,
+    split: Annotated[str | None, typer.Option("--split", help="The split to design on (the one you will protect).")]
+    = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the key with its design here (default: replace the "
+                                  "key file in place, keeping 0600).")
+    ] = None,
+    preset: Annotated[str, typer.Option("--preset", help="The layout and budget to design for.")] = "designed",
+    knobs: KnobsOpt = None,
+    surrogates: Annotated[str, typer.Option("--surrogates", help="Comma-separated surrogate models: raw_cnn, "
+                                            "logmel_cnn.")] = "raw_cnn,logmel_cnn",
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")] = 600,
+    audio_column: AudioColOpt = "audio",
+    label_column: LabelColOpt = "label",
+) -> None:
+    """Design each class's static barcode against surrogate models trained on your clean data, and store the table
+    in the key file (format v2, 0600). Protect with --preset designed afterwards."""
+    from .evaluation.design import DesignRecipe, design_signatures
+    from .key import PosCUDAKey
+    from .sources import load_audio_dataset
+
+    secret = PosCUDAKey.load(key)
+    data = load_audio_dataset(source, split)
+    if not hasattr(data, "features"):
+        raise ValueError(f"{source!r} has splits {list(data)}; choose one with --split NAME.")
+    config = _config(preset, knobs)
+    if config.filter_family != "designed":
+        raise ValueError(f"--preset {preset} does not use a designed signature; use --preset designed.")
+    table = design_signatures(data, secret, config, DesignRecipe(surrogates=tuple(surrogates.split(",")), steps=steps),
+                              audio_column=audio_column, label_column=label_column)
+    path = secret.with_design(table).save_replacing(output or key)
+    typer.echo(f"Designed {table.num_classes} classes (design id {table.design_id}) for key {secret.key_id}; wrote "
+               f"{path} (mode 0600). Protect with --preset designed.")
 
 
 def _config(preset: str, knobs: list[str] | None) -> Any:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 Placement = Literal["absolute", "relative", "active", "whole", "segments"]
-FilterFamily = Literal["uniform", "signed", "barcode"]
+FilterFamily = Literal["uniform", "signed", "barcode", "designed"]
 Normalization = Literal["none", "sum", "l1", "l2"]
 SegmentRegion = Literal["active", "clip"]
 
@@ -47,7 +47,10 @@ class PosCUDAConfig:
     realised as a linear-phase FIR of ``filter_seconds`` (designed with :func:`scipy.signal.firwin2`). A class
     has ``filters_per_class`` filters: they share the class's ``num_cuts``/``num_boosts`` bands and each adds
     its own ``vary_cuts``/``vary_boosts`` bands (disjoint between the class's filters), so the class signature
-    changes between filters while part of it stays put. Classes are drawn so that their band patterns differ
+    changes between filters while part of it stays put. ``"designed"`` is the same barcode whose static part is not
+    drawn but read from the key's designed signature table (``hf-poscuda design``: each class's gain per band,
+    optimised against surrogate models within ``-cut_db`` .. ``+boost_db``; see :mod:`hf_poscuda.designed`); its
+    varying bands, positions and order still come from the key. Classes are drawn so that their band patterns differ
     in many bands (see :mod:`hf_poscuda.barcode`).
 
     *Placement.* Patch placements (``"absolute"``, ``"relative"``, ``"active"``) filter ``num_patches`` short
@@ -71,7 +74,9 @@ class PosCUDAConfig:
         kernel_size (`int`, defaults to `17`): taps of ``"uniform"``/``"signed"`` filters (odd: centred, no delay).
         blur_factor (`float`, defaults to `1.0`): taps are drawn from ``U(0, b)`` (``"uniform"``) or ``U(-b, b)``
             (``"signed"``).
-        filter_family (`str`, defaults to `"barcode"`): ``"uniform"``, ``"signed"`` or ``"barcode"``.
+        filter_family (`str`, defaults to `"barcode"`): ``"uniform"``, ``"signed"``, ``"barcode"`` or ``"designed"``
+            (a barcode whose static part comes from the key's designed table; needs a key made by ``hf-poscuda
+            design``).
         identity_tap (`bool`, defaults to `False`): set one key-chosen tap to 1, as CUDA does (random taps only).
         normalization (`str`, defaults to `"sum"`): scale random taps so that their ``"sum"`` (DC gain), ``"l1"``
             or ``"l2"`` norm is 1; ``"none"`` keeps them. A ``"sum"`` near zero falls back to ``"l1"``.
@@ -88,8 +93,9 @@ class PosCUDAConfig:
             sampling rate (so the same bands are used at 8 kHz and above).
         num_cuts (`int`, defaults to `4`): bands every filter of a class cuts.
         num_boosts (`int`, defaults to `2`): bands every filter of a class boosts.
-        cut_db (`float`, defaults to `30.0`): depth of a cut, in dB (positive).
-        boost_db (`float`, defaults to `12.0`): height of a boost, in dB.
+        cut_db (`float`, defaults to `30.0`): depth of a cut, in dB (positive); with ``"designed"``, the deepest cut
+            the design may make in a band.
+        boost_db (`float`, defaults to `12.0`): height of a boost, in dB; with ``"designed"``, the highest boost.
         vary_cuts (`int`, defaults to `2`): further bands each filter of a class cuts, different per filter.
         vary_boosts (`int`, defaults to `0`): further bands each filter boosts, different per filter.
         vary_cut_db (`float`, defaults to `30.0`): depth of the varying cuts.
@@ -179,7 +185,7 @@ class PosCUDAConfig:
         _check_number("active_threshold_db", self.active_threshold_db, low=-120.0, high=0.0)
         _check_number("frame_seconds", self.frame_seconds, low=0.0, low_open=True)
         # spectral barcode
-        if self.filter_family == "barcode" and self.placement not in ("whole", "segments"):
+        if self.is_barcode and self.placement not in ("whole", "segments"):
             raise ValueError(
                 f"filter_family='barcode' works with placement 'whole' or 'segments', not {self.placement!r} (barcode "
                 "filters are long; patches of them are not implemented). Use a random-tap filter_family for patches."
@@ -200,7 +206,7 @@ class PosCUDAConfig:
         _check_number("filter_seconds", self.filter_seconds, low=0.0, low_open=True, high=0.5)
         _check_int("filters_per_class", self.filters_per_class, 1, 16)
         _check_int("vary_from_band", self.vary_from_band, 0, 1024)  # against num_bands only where bands vary
-        if self.filter_family == "barcode":
+        if self.is_barcode:
             self._check_band_counts()
         # segments
         _check_int("num_segments", self.num_segments, 1, 1024)
@@ -213,7 +219,9 @@ class PosCUDAConfig:
     def _check_band_counts(self) -> None:
         static = self.num_cuts + self.num_boosts
         varying = self.vary_cuts + self.vary_boosts
-        if static + self.filters_per_class * varying > self.num_bands:
+        if self.filter_family == "designed":  # the static part covers every band; only the varying bands must fit
+            static = 0
+        elif static + self.filters_per_class * varying > self.num_bands:
             raise ValueError(
                 f"The barcode needs num_cuts + num_boosts + filters_per_class * (vary_cuts + vary_boosts) = "
                 f"{static} + {self.filters_per_class} * {varying} bands, but num_bands is {self.num_bands}: the "
@@ -225,18 +233,23 @@ class PosCUDAConfig:
                 f"not fit in the {self.num_bands - self.vary_from_band} bands from vary_from_band="
                 f"{self.vary_from_band} up. Lower vary_from_band or the counts."
             )
-        if static + varying == 0:
+        if static + varying == 0 and self.filter_family == "barcode":
             raise ValueError("A barcode with no cut or boosted band changes nothing: set num_cuts, num_boosts, "
                              "vary_cuts or vary_boosts.")
 
     @property
+    def is_barcode(self) -> bool:
+        """Whether the filters are spectral barcodes (``"barcode"``, or ``"designed"``, a barcode from a design)."""
+        return self.filter_family in ("barcode", "designed")
+
+    @property
     def uses_fft_path(self) -> bool:
         """Whether clips go through the segment/long-filter path (FFT convolution, one filter bank per class)."""
-        return self.placement == "segments" or self.filter_family == "barcode"
+        return self.placement == "segments" or self.is_barcode
 
     def filter_taps(self, sampling_rate: int) -> int:
         """Taps of each class filter at ``sampling_rate`` (odd)."""
-        if self.filter_family != "barcode":
+        if not self.is_barcode:
             return self.kernel_size
         return 2 * max(1, round(self.filter_seconds * sampling_rate / 2)) + 1
 
@@ -252,7 +265,15 @@ class PosCUDAConfig:
         ```
         """
         fixed = self.placement == "whole" or self.filters_per_class == 1  # one filter per class, used throughout
-        if self.filter_family == "barcode":
+        if self.filter_family == "designed":
+            cuts = self.vary_cuts if fixed else 0
+            what = (
+                f"a secret spectral barcode of its class whose gains on {self.num_bands} mel-spaced bands between "
+                f"{self.band_low_hz:g} and {self.band_high_hz:g} Hz (from -{self.cut_db:g} to +{self.boost_db:g} dB) "
+                "were designed against surrogate models"
+                + (f", plus {cuts} bands cut by {self.vary_cut_db:g} dB" if cuts else "")
+            )
+        elif self.filter_family == "barcode":
             cuts, boosts = self.num_cuts, self.num_boosts
             if fixed:  # the only filter carries its varying bands too
                 cuts, boosts = cuts + self.vary_cuts, boosts + self.vary_boosts
@@ -275,7 +296,7 @@ class PosCUDAConfig:
             region = "its active (non-silent) part" if self.segment_region == "active" else "the clip"
             change = (
                 f"; {self.vary_cuts + self.vary_boosts} more bands change between the class's "
-                f"{self.filters_per_class} filters" if self.filter_family == "barcode" else ""
+                f"{self.filters_per_class} filters" if self.is_barcode else ""
             )
             longer = (f" (more when it is longer than {self.num_segments * self.segment_seconds:g} s: about "
                       f"{self.segment_seconds:g} s each)" if self.segment_seconds else "")
@@ -292,10 +313,13 @@ class PosCUDAConfig:
     def active_knobs(self) -> dict[str, Any]:
         """The knobs that matter for this filter family and placement (what a card lists), in field order."""
         used = {"filter_family", "placement"}
+        if self.filter_family == "designed":
+            used |= {"num_bands", "band_low_hz", "band_high_hz", "filter_seconds", "cut_db", "boost_db"}
         if self.filter_family == "barcode":
             used |= {"num_bands", "band_low_hz", "band_high_hz", "num_cuts", "num_boosts", "filter_seconds"}
             used |= {"cut_db"} if self.num_cuts else set()
             used |= {"boost_db"} if self.num_boosts else set()
+        if self.is_barcode:
             if self.vary_cuts or self.vary_boosts:  # in every filter of a class (filter 0 alone when "whole")
                 used |= {"vary_cuts", "vary_boosts", "vary_from_band", "filters_per_class"}
                 used |= {"vary_cut_db"} if self.vary_cuts else set()
@@ -310,7 +334,7 @@ class PosCUDAConfig:
             used |= {"patch_seconds", "num_patches", "edge_seconds", "match_rms"}
             used |= {"max_offset_seconds"} if self.placement == "absolute" else set()
             used |= {"active_threshold_db", "frame_seconds"} if self.placement == "active" else set()
-        elif self.filter_family != "barcode":
+        elif not self.is_barcode:
             used |= {"match_rms"}
         return {k: v for k, v in self.to_dict().items() if k in used}
 
@@ -394,6 +418,9 @@ PRESETS: dict[str, PosCUDAConfig] = {
 # class-wise barcode (4 bands cut by 30 dB, 2 boosted by 12 dB) plus 2 more upper-band cuts that switch between
 # two filters over 4 active-region segments (about 0.25 s each in long regions) with 30 ms cross-fades.
 PRESETS["default"] = PosCUDAConfig()
+# The class signature designed against surrogate models (hf-poscuda design writes the table into the key file):
+# the static part of each class's barcode from the design, the default's time-varying part from the key.
+PRESETS["designed"] = PosCUDAConfig(filter_family="designed")
 # The same barcode, time-invariant: higher PESQ, but a recording channel that blind equalisation removes.
 PRESETS["barcode"] = PosCUDAConfig(placement="whole", filters_per_class=1, vary_cuts=0)
 # The 0.1 default: a whole-clip filter of 17 random taps U(0, 1), sum-normalised (also a removable channel).

@@ -14,9 +14,11 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .designed import DesignedSignature
 from .errors import KeyFileError, SecretLeakError
 
 __all__ = ["KeyFileError", "PosCUDAKey", "SecretLeakError"]
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 _SECRET_BYTES = 32
 _FILE_HEADER = "hf-poscuda-key v1"
+_FILE_HEADER_V2 = "hf-poscuda-key v2"  # v1 plus a third line: the designed signature table (JSON)
 _KEY_ID_CONTEXT = b"hf-poscuda/key-id/v1"
 
 
@@ -34,6 +37,11 @@ class PosCUDAKey:
     Create one with :meth:`generate`, persist it with :meth:`save` (file mode ``0600``) and read it back with
     :meth:`load`. Only :attr:`key_id`, a one-way hash of the secret, is safe to publish (for example on a dataset
     card, so the owner can later show which key protected a dataset).
+
+    A key may also carry a :class:`~hf_poscuda.designed.DesignedSignature` (:attr:`design`, added by
+    ``hf-poscuda design``): each class's static barcode gains, optimised against surrogate models, which
+    ``PosCUDAConfig(signature="designed")`` uses. It is as private as the secret and is saved in the same file
+    (format v2). The key id depends on the secret alone; the design has its own public ``design_id``.
 
     Example:
 
@@ -47,16 +55,28 @@ class PosCUDAKey:
     ```
     """
 
-    __slots__ = ("_secret",)
+    __slots__ = ("_design", "_secret")
 
-    def __init__(self, secret: bytes) -> None:
+    def __init__(self, secret: bytes, design: DesignedSignature | None = None) -> None:
         if not isinstance(secret, (bytes, bytearray)) or len(secret) != _SECRET_BYTES:
             raise ValueError(
                 f"A PosCUDA key secret must be exactly {_SECRET_BYTES} bytes; got "
                 f"{type(secret).__name__} of length {len(secret) if hasattr(secret, '__len__') else 'n/a'}. "
                 "Use PosCUDAKey.generate() or PosCUDAKey.load(path)."
             )
+        if design is not None and not isinstance(design, DesignedSignature):
+            raise TypeError(f"design must be a DesignedSignature, got {type(design).__name__}.")
         self._secret = bytes(secret)
+        self._design = design
+
+    @property
+    def design(self) -> DesignedSignature | None:
+        """The designed signature table this key carries, if any (private, like the secret)."""
+        return self._design
+
+    def with_design(self, design: DesignedSignature | None) -> PosCUDAKey:
+        """The same secret with ``design`` (``None``: without one)."""
+        return PosCUDAKey(self._secret, design)
 
     # ------------------------------------------------------------------ creation and files
     @classmethod
@@ -86,14 +106,25 @@ class PosCUDAKey:
                 f"Key file {str(p)!r} has permissions {oct(mode)}, so other users can access it; a key must be "
                 f"private (0600). Fix it with `chmod 600 {p}`, and generate a new key if others may have read it."
             )
-        lines = p.read_bytes().decode("ascii", errors="replace").split()
-        if len(lines) != 3 or " ".join(lines[:2]) != _FILE_HEADER:
+        lines = p.read_bytes().decode("ascii", errors="replace").splitlines()
+        header = lines[0].strip() if lines else ""
+        v2 = header == _FILE_HEADER_V2 and len(lines) == 3
+        if not v2 and (header != _FILE_HEADER or len([line for line in lines if line.strip()]) != 2):
             raise KeyFileError(
                 f"File {str(p)!r} is not an hf-poscuda key file (expected a first line {_FILE_HEADER!r} and one line "
                 f"of {2 * _SECRET_BYTES} hex digits). Create keys with `hf-poscuda keygen`."
             )
+        design = None
+        if v2:
+            try:
+                design = DesignedSignature.from_json(lines[2])
+            except (ValueError, KeyError, TypeError):
+                raise KeyFileError(
+                    f"Key file {str(p)!r} has a damaged designed-signature line. Restore it from a backup, or run "
+                    "`hf-poscuda design` again."
+                ) from None
         try:
-            secret = bytes.fromhex(lines[2])
+            secret = bytes.fromhex(lines[1].strip())
         except ValueError:
             secret = b""
         if len(secret) != _SECRET_BYTES:
@@ -101,7 +132,7 @@ class PosCUDAKey:
                 f"File {str(p)!r} has an hf-poscuda header but its secret is not {2 * _SECRET_BYTES} hex digits; "
                 "the file is damaged. Restore it from a backup."
             )
-        return cls(secret)
+        return cls(secret, design)
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the key to ``path``, created with mode ``0600`` (never world- or group-readable).
@@ -122,11 +153,33 @@ class PosCUDAKey:
             ) from None
         try:
             os.fchmod(fd, 0o600)  # O_CREAT's mode is masked by umask and ignored for existing files
-            os.write(fd, f"{_FILE_HEADER}\n{self._secret.hex()}\n".encode("ascii"))
+            if self._design is None:
+                os.write(fd, f"{_FILE_HEADER}\n{self._secret.hex()}\n".encode("ascii"))
+            else:
+                os.write(fd, f"{_FILE_HEADER_V2}\n{self._secret.hex()}\n{self._design.to_json()}\n".encode("ascii"))
         finally:
             os.close(fd)
         logger.info("Saved PosCUDA key %s to %s", self.key_id, p)
         return p
+
+    def save_replacing(self, path: str | os.PathLike[str]) -> Path:
+        """Write the key to ``path`` (mode ``0600``), replacing an existing file atomically (a temporary file in the
+        same folder, then a rename), so a key file is never left half-written."""
+        p = Path(path)
+        tmp = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp")
+        self.save(tmp)
+        os.replace(tmp, p)
+        return p
+
+    def decoy_of(self, key: PosCUDAKey) -> PosCUDAKey:
+        """This (public decoy) key, given a design like ``key``'s when ``key`` has one: the same gain values with
+        classes and bands shuffled by this key, so a designed signature is compared with unrelated designed ones."""
+        if key.design is None:
+            return self
+        design = key.design
+        order = np.argsort(self.uniform("decoy-design/classes", 0, design.num_classes), kind="stable")
+        bands = np.argsort(self.uniform("decoy-design/bands", 0, design.num_bands), kind="stable")
+        return self.with_design(design.shuffled(order, bands))
 
     # ------------------------------------------------------------------ leak checks
     def secret_forms(self) -> tuple[bytes, ...]:
@@ -158,22 +211,25 @@ class PosCUDAKey:
         return hashlib.sha256(_KEY_ID_CONTEXT + self._secret).hexdigest()[:16]
 
     def __repr__(self) -> str:
-        return f"PosCUDAKey(key_id={self.key_id!r})"
+        design = "" if self._design is None else f", design_id={self._design.design_id!r}"
+        return f"PosCUDAKey(key_id={self.key_id!r}{design})"
 
     __str__ = __repr__
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, PosCUDAKey) and hmac.compare_digest(self._secret, other._secret)
+        return (isinstance(other, PosCUDAKey) and hmac.compare_digest(self._secret, other._secret)
+                and self._design == other._design)
 
     def __hash__(self) -> int:
         return hash(self.key_id)
 
-    def __getstate__(self) -> dict[str, bytes]:
+    def __getstate__(self) -> dict[str, Any]:
         # Needed to send the callable to `datasets` worker processes; `datasets` only stores a hash of it.
-        return {"_secret": self._secret}
+        return {"_secret": self._secret} if self._design is None else {"_secret": self._secret, "_design": self._design}
 
-    def __setstate__(self, state: dict[str, bytes]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self._secret = state["_secret"]
+        self._design = state.get("_design")
 
     # ------------------------------------------------------------------ derivation
     def uniform(self, purpose: str, index: int, n: int) -> np.ndarray:

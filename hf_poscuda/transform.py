@@ -53,7 +53,7 @@ def class_filter(key: PosCUDAKey, config: PosCUDAConfig, class_index: int, varia
 
 def class_filter_banks(key: PosCUDAKey, config: PosCUDAConfig, num_classes: int, sampling_rate: int) -> np.ndarray:
     """Every class's filters, ``[num_classes, filters_per_class, taps]`` (float64), at ``sampling_rate``."""
-    if config.filter_family == "barcode":
+    if config.is_barcode:
         from .barcode import class_patterns, design_fir
 
         patterns = class_patterns(key, config, num_classes)
@@ -747,6 +747,8 @@ class PosCUDATransform:
             # class c's filters depend on classes < c only, so a larger table keeps existing rows; it is rebuilt
             # at least twice as large, so labels that arrive in increasing order cost a few builds, not one each
             grow = num_classes if banks is None else max(num_classes, 2 * banks.shape[0])
+            if self.config.filter_family == "designed" and self.key.design is not None:
+                grow = max(num_classes, min(grow, self.key.design.num_classes))  # a design covers its classes only
             banks = class_filter_banks(self.key, self.config, grow, sampling_rate)
             self._banks[sampling_rate] = banks
         return banks[:num_classes]

@@ -190,7 +190,7 @@ def blind_check(
         return float((scores.argmax(axis=1) == y).mean())
 
     mine = agreement(key)
-    others = np.array([agreement(decoy_key(i)) for i in range(decoys)])
+    others = np.array([agreement(decoy_key(i).decoy_of(key)) for i in range(decoys)])
     chance = 1.0 / num_classes
     spread = max(float(others.std()), math.sqrt(chance * (1 - chance) / len(clips)))
     z = (mine - float(others.mean())) / spread

@@ -1,0 +1,159 @@
+"""Design each class's static barcode against surrogate models (``filter_family="designed"``).
+
+Random class signatures lose to features that are easy or already learned (a speaker's voice): a model learns both,
+and on clean audio the content decides. A *designed* signature is chosen against models instead. The objective
+is **targeted**: surrogate models trained on the owner's *clean* data should take a protected clip of class ``c``
+for class ``s(c)`` (``s``, a secret cycle through the classes drawn from the key). A model trained on the protected
+copy then ties what a clean model reads as ``s(c)`` to the label ``c``, and on clean audio it is pulled to the wrong
+class, rather than merely missing a cue. (This is targeted adversarial poisoning, Fowl et al. 2021, restricted to
+one static filter per class: a convolution, as PosCUDA is.)
+
+What is optimised: one gain in dB per class and band of the barcode layout (``num_bands`` values per class), within
+``[-cut_db, +boost_db]``, starting from the key's own random barcode; the filter is applied in the frequency domain
+(zero phase) during the design and realised as the usual linear-phase FIR when protecting. The key still draws the
+time-varying bands, the positions and their order. Surrogates: the evaluation's CNNs trained from scratch on the
+clean clips; models used to *measure* the result (GE2E above all) are never surrogates.
+
+Everything random (the target cycle, surrogate initialisation and batches) comes from the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..barcode import class_patterns, gain_curve_db
+from ..config import PosCUDAConfig
+from ..designed import DesignedSignature
+from ..key import PosCUDAKey
+from .experiment import to_arrays
+from .models import CNN_MODELS, build_cnn
+from .training import TrainingRecipe, train_cnn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DesignRecipe:
+    """How a signature table is designed.
+
+    Args:
+        surrogates (`tuple[str, ...]`, defaults to `("raw_cnn", "logmel_cnn")`): surrogate models (the evaluation's
+            CNNs), trained on the clean clips; the loss is their mean.
+        steps (`int`, defaults to `600`): Adam steps on the gains (batch ``batch_size``).
+        surrogate_epochs (`int`, defaults to `15`): epochs each surrogate trains on clean audio first.
+        batch_size (`int`, defaults to `64`): clips per step.
+        learning_rate (`float`, defaults to `1.0`): Adam step size, in dB.
+        clip_seconds (`float`, defaults to `1.0`): clips are cut or zero-padded to this length.
+    """
+
+    surrogates: tuple[str, ...] = ("raw_cnn", "logmel_cnn")
+    steps: int = 600
+    surrogate_epochs: int = 15
+    batch_size: int = 64
+    learning_rate: float = 1.0
+    clip_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.surrogates or any(s not in CNN_MODELS for s in self.surrogates):
+            raise ValueError(f"surrogates must be a non-empty subset of {list(CNN_MODELS)}, got {self.surrogates!r}.")
+        for name in ("steps", "surrogate_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        for name in ("learning_rate", "clip_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
+
+
+def target_cycle(key: PosCUDAKey, num_classes: int) -> np.ndarray:
+    """The secret target of each class: one cycle through all classes in a key-drawn order (no class is its own)."""
+    order = np.argsort(key.uniform("design/target", 0, num_classes), kind="stable")
+    sigma = np.empty(num_classes, dtype=np.int64)
+    sigma[order] = np.roll(order, -1)
+    return sigma
+
+
+def _band_matrix(config: PosCUDAConfig, sampling_rate: int, n_fft: int) -> torch.Tensor:
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sampling_rate)
+    eye = np.eye(config.num_bands)
+    return torch.tensor(np.stack([gain_curve_db(eye[b], freqs, config, sampling_rate) for b in range(config.num_bands)]),
+                        dtype=torch.float32)
+
+
+def design_signatures(
+    dataset: Any,
+    key: PosCUDAKey,
+    config: PosCUDAConfig | None = None,
+    recipe: DesignRecipe | None = None,
+    *,
+    audio_column: str = "audio",
+    label_column: str = "label",
+) -> DesignedSignature:
+    """Design every class's static barcode gains for ``dataset`` (clean, labelled; one sampling rate).
+
+    Args:
+        dataset (`datasets.Dataset`): the owner's clean training split (the one that will be protected).
+        key (`PosCUDAKey`): the key (its random barcode is the starting point; it draws the target cycle).
+        config (`PosCUDAConfig`, *optional*): the layout and budget (``num_bands``, band edges, ``cut_db``,
+            ``boost_db``); default ``PosCUDAConfig(filter_family="designed")``.
+        recipe (`DesignRecipe`, *optional*): surrogates and optimisation.
+
+    Returns:
+        `DesignedSignature`: attach it with ``key.with_design(...)`` and save the key (format v2).
+    """
+    config = config or PosCUDAConfig(filter_family="designed")
+    recipe = recipe or DesignRecipe()
+    data = to_arrays(dataset, recipe.clip_seconds, audio_column, label_column)
+    num_classes = int(data.labels.max()) + 1
+    if num_classes < 2:
+        raise ValueError("Designing signatures needs at least two classes.")
+    sr, n = data.sampling_rate, data.audio.shape[1]
+    static_config = config.replace(filter_family="barcode", placement="whole", filters_per_class=1, vary_cuts=0,
+                                   vary_boosts=0)
+    start = class_patterns(key, static_config, num_classes)[:, 0]
+    sigma = target_cycle(key, num_classes)
+    seed = int(key.uniform("design/seed", 0, 1)[0] * 2**31)
+    bands = _band_matrix(config, sr, 2 * n)
+
+    def apply(x: torch.Tensor, y: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+        spectrum = torch.fft.rfft(x, n=2 * n) * 10.0 ** ((gains[y] @ bands) / 20.0)
+        return torch.fft.irfft(spectrum, n=2 * n)[:, :n]
+
+    audio, labels = torch.from_numpy(data.audio), torch.from_numpy(data.labels)
+    surrogates, info = [], {}
+    for i, name in enumerate(recipe.surrogates):
+        torch.manual_seed(seed + i)
+        model = build_cnn(name, num_classes, sr)
+        train_cnn(model, (data.audio, data.labels), (data.audio[:1], data.labels[:1]),
+                  TrainingRecipe(epochs=recipe.surrogate_epochs, seed=seed + i, eval_every_epoch=False),
+                  desc=f"surrogate {name}")
+        model.eval().requires_grad_(False)
+        surrogates.append(model)
+    gains = torch.tensor(start, dtype=torch.float32, requires_grad=True)
+    optimizer = torch.optim.Adam([gains], lr=recipe.learning_rate)
+    target = torch.from_numpy(sigma[data.labels])
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(recipe.steps):
+        idx = torch.randint(0, len(audio), (recipe.batch_size,), generator=generator)
+        batch = apply(audio[idx], labels[idx], gains)
+        loss = sum(torch.nn.functional.cross_entropy(m(batch), target[idx]) for m in surrogates) / len(surrogates)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            gains.clamp_(-config.cut_db, config.boost_db)
+    with torch.no_grad():
+        for name, model in zip(recipe.surrogates, surrogates, strict=True):
+            answers = torch.cat([model(apply(audio[i : i + 256], labels[i : i + 256], gains)).argmax(-1)
+                                 for i in range(0, len(audio), 256)])
+            info[f"{name}_takes_target"] = round(float((answers == target).float().mean()), 4)
+    logger.info("Designed %d classes against %s: %s", num_classes, list(recipe.surrogates), info)
+    info = {"objective": "targeted", "recipe": asdict(recipe) | {"surrogates": list(recipe.surrogates)},
+            "sampling_rate": sr, "clips": len(audio), **info}
+    return DesignedSignature(gains.detach().numpy().astype(np.float64), config.num_bands, config.band_low_hz,
+                             config.band_high_hz, method="targeted", info=info)
