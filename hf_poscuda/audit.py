@@ -643,14 +643,23 @@ def load_checkpoint(
 
 
 def load_probe(source: str, split: str | None = None, *, audio_column: str = "audio",
-               label_column: str = "label") -> Any:
-    """The probe split of ``source`` (a folder or Hub id, see :func:`hf_poscuda.sources.load_audio_dataset`),
-    checked for its audio and label columns before anything is queried."""
+               label_column: str = "label", max_rows: int | None = None) -> Any:
+    """The probe split of ``source``, checked for its audio and label columns before anything is queried.
+
+    A local folder is read memory-mapped (:func:`hf_poscuda.sources.load_audio_dataset`); a Hub dataset is sampled
+    without downloading the rest (:func:`hf_poscuda.verify.sample_rows`, at most ``max_rows`` rows; needs ``split``).
+    """
     from datasets import Audio, DatasetDict
 
     from .sources import load_audio_dataset
+    from .verify import is_hub_source, sample_rows
 
-    loaded = load_audio_dataset(source, split)
+    if is_hub_source(source) and max_rows is not None:
+        if split is None:
+            raise ValueError(f"Choose the probe split of {source!r} with --split NAME (your held-back clean split).")
+        loaded = sample_rows(source, split, max_rows, columns=[audio_column, label_column])
+    else:
+        loaded = load_audio_dataset(source, split)
     if isinstance(loaded, DatasetDict):
         if len(loaded) != 1:
             raise ValueError(f"{source!r} has splits {list(loaded)}; choose the probe with --split NAME (your held-back "
@@ -685,7 +694,8 @@ def audit_checkpoint(
     ``alpha``, ``progress``)."""
     from .labels import dataset_label_names
 
-    data = load_probe(probe, split, audio_column=audio_column, label_column=label_column)
+    data = load_probe(probe, split, audio_column=audio_column, label_column=label_column,
+                      max_rows=kwargs.get("max_queries", 300))
     names = dataset_label_names(data, label_column)
     if names is None:
         raise ValueError(f"The probe's labels ({data.features[label_column]}) have no names to match the model's "

@@ -352,7 +352,7 @@ def verify(
     record = read_record(source)
     if config is None:
         config = PosCUDAConfig(**record["config"]) if record and record.get("config") else PosCUDAConfig()
-    if _is_hub(source) and original is None:  # the blind check reads only the rows it samples
+    if is_hub_source(source) and original is None:  # the blind check reads only the rows it samples
         from .streaming import split_names
 
         available = split_names(source)
@@ -379,7 +379,7 @@ def verify(
     for name in names:
         meta = (record or {}).get("splits", {}).get(name, {})
         label_names = meta.get("label_names")
-        if label_names is None and _is_hub(source) and _string_labels(copy[name], label_column):
+        if label_names is None and is_hub_source(source) and _string_labels(copy[name], label_column):
             from .streaming import _labels  # the class order of string labels needs every row's label (only)
 
             label_names = sorted(set(_labels(source, name, None, None, None, label_column)))
@@ -392,7 +392,7 @@ def verify(
     return results
 
 
-def _is_hub(source: str) -> bool:
+def is_hub_source(source: str) -> bool:
     """A Hub dataset id (not an existing path, nor one that looks local), as :func:`read_record` tells them."""
     return not Path(source).exists() and not source.startswith((".", "/", "~"))
 
@@ -452,7 +452,7 @@ def sample_rows(
 
     ```
     """
-    if not _is_hub(source):
+    if not is_hub_source(source):
         from .sources import load_audio_dataset
 
         loaded = _load(source, load_audio_dataset)

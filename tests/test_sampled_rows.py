@@ -53,3 +53,21 @@ def test_sample_rows_takes_runs_from_spread_row_groups_and_keeps_features(hub, p
     assert len(local) == 5 and local.column_names == protected_copy.column_names
     with pytest.raises(ValueError, match="not found"):
         sample_rows("alice/grouped", "train", 5, columns=["speech"])
+
+
+def test_audit_reads_only_the_probe_rows_it_queries(hub):
+    """`hf-poscuda audit --probe user/dataset` samples the probe on the Hub instead of downloading it."""
+    import numpy as np
+
+    from hf_poscuda.audit import audit_model, load_probe
+
+    concatenate_datasets([load_fsdd_mini()["test"]] * 9).push_to_hub("alice/probe")  # 1,080 clean rows
+    size = _parquet_bytes(hub, "alice/probe")
+    hub.sent.clear()
+    probe = load_probe("alice/probe", "train", max_rows=60)
+    result = audit_model(lambda clips, sr: np.zeros(len(clips), dtype=int), probe, KEY, num_decoys=0,
+                         max_queries=60, progress=False)
+    assert len(probe) == 60 and result.queries == 60 and not result.trained_on_key
+    assert sum(n for _, _, n in hub.sent) < 0.2 * size
+    with pytest.raises(ValueError, match="--split"):
+        load_probe("alice/probe", None, max_rows=60)
