@@ -5,7 +5,7 @@ false-positive rows.
 
     python examples/audit_rates.py run --fsdd ../shared/data/fsdd/recordings --keys 0,1,2,3,4 \
         --models logmel_cnn,raw_cnn --fractions 1,0.25 --attacks none
-    python examples/audit_rates.py report              # examples/results/audit/summary.md from the record
+    python examples/audit_rates.py report --docs docs  # summary.md and the docs' audit table, from the record
 
 Every trained model is one line of ``runs.jsonl`` (resumable: a re-run skips what is there), holding every audit
 made of it. Probe: the clean FSDD official test split (300 clips; the owner's held-back clean data). Each audit
@@ -20,13 +20,16 @@ come from different speakers except for the one speaker at the boundary.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docs_markers import add_docs_option, rewrite_regions  # noqa: E402
 
 from hf_poscuda.audit import AuditResult, audit_model, queries_needed
 from hf_poscuda.evaluation import AudioArrays, ModelSpec, TrainingRecipe, get_attack, public_eval_key, to_arrays
@@ -210,12 +213,17 @@ def main() -> None:
     r.add_argument("--hf-epochs", type=int, default=8)
     r.add_argument("--threads", type=int, default=None)
     r.add_argument("--output", default=str(OUT))
-    sub.add_parser("report").add_argument("--output", default=str(OUT))
+    rep = sub.add_parser("report")
+    rep.add_argument("--output", default=str(OUT))
+    add_docs_option(rep)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "run":
         run(args)
-    print(report(Path(args.output)))
+    text = report(Path(args.output))
+    if getattr(args, "docs", None):
+        rewrite_regions(args.docs, "audit", {"evidence": text})
+    print(text)
 
 
 if __name__ == "__main__":

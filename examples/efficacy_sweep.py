@@ -22,6 +22,7 @@ from pathlib import Path
 from hf_poscuda import PRESETS, PosCUDAConfig
 from hf_poscuda.sources import load_fsdd
 from hf_poscuda.evaluation import ModelSpec, TrainingRecipe
+from hf_poscuda.evaluation.design import DesignRecipe
 from hf_poscuda.evaluation.protocol import DataSpec, run_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,6 +44,9 @@ SETTINGS: dict[str, PosCUDAConfig] = {
     "default": PRESETS["default"],
     "barcode": PRESETS["barcode"],
     "v0.1": PRESETS["v0.1"],
+    # designed signatures (0.3): the static part of each class's barcode designed against surrogate CNNs
+    "designed": PRESETS["designed"],
+    "designed-static": PosCUDAConfig(filter_family="designed", placement="whole", filters_per_class=1, vary_cuts=0),
     # baselines of the sweep: the 0.1 default (whole-clip random taps), the whole-clip barcode of DESIGN §8
     "v0.1-default": PRESETS["v0.1"],
     "barcode-c4b2": BARCODE,
@@ -111,6 +115,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only write summary.md and frontier plots")
     add_docs_option(parser)  # with --report: --docs docs rewrites the marked tables of the docs pages
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--design-surrogates", default="raw_cnn,logmel_cnn", help="designed settings: surrogates")
+    parser.add_argument("--design-steps", type=int, default=600)
+    parser.add_argument("--design-epochs", type=int, default=15, help="designed settings: surrogate epochs")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -142,6 +149,8 @@ def main() -> None:
         args.output,
         TrainingRecipe(epochs=args.epochs, hf_epochs=args.hf_epochs),
         clean_attacks=[a for a in args.clean_attacks.split(",") if a],
+        design_recipe=DesignRecipe(surrogates=tuple(args.design_surrogates.split(",")), steps=args.design_steps,
+                                   surrogate_epochs=args.design_epochs),
     )
 
 
@@ -267,6 +276,20 @@ def docs_tables(out: Path) -> dict[str, str]:
     costs = json.loads(costs_path.read_text()) if costs_path.exists() else {}
     attacks = [a for a in dict.fromkeys(r["attack"] for r in rows if r["setting"] == "default") if a != NO_ATTACK]
     tables["attacks"] = attacks_summary_markdown(rows, "default", cnns, attacks, costs=costs)
+    # the privacy task and the real pretrained adversary (issue 22): speakers on both of their splits, digits too
+    ge2e = ("ge2e-probe", "ge2e-mlp", "ge2e-finetune")
+    tiers = [CLEAN, "default", "designed"]
+    for split in ("official", "digit"):
+        tables[f"speakers-{split}"] = summary_markdown(rows, (*cnns, *ge2e), (NO_ATTACK,), split=split,
+                                                        settings=tiers, peak=True, task="speakers")
+        tables[f"speakers-{split}-blind-eq"] = summary_markdown(rows, (*cnns, "ge2e-probe"), ("blind_eq",),
+                                                                 split=split, settings=tiers, peak=True,
+                                                                 task="speakers")
+    for split in ("official", "speaker"):
+        tables[f"digits-{split}-tiers"] = summary_markdown(rows, (*cnns, "ge2e-probe", "ge2e-mlp"), (NO_ATTACK,),
+                                                           split=split, settings=tiers, peak=True)
+        tables[f"digits-{split}-tiers-blind-eq"] = summary_markdown(rows, (*cnns, "ge2e-probe"), ("blind_eq",),
+                                                                    split=split, settings=tiers, peak=True)
     return tables
 
 

@@ -37,6 +37,7 @@ from ..formatting import display_label, key_range
 from ..key import PosCUDAKey
 from ..report_schema import GOAL_ACCURACY
 from .attacks import get_attack
+from .design import DesignRecipe
 from .experiment import AudioArrays, ModelSpec, evaluate_attack, to_arrays, train_model
 from .models import CNN_MODELS, HF_MODELS
 from .training import TrainingRecipe
@@ -133,6 +134,7 @@ def run_grid(
     *,
     quality_clips: int = 100,
     clean_attacks: Sequence[str] = (),
+    design_recipe: DesignRecipe | None = None,
 ) -> list[dict[str, Any]]:
     """Train and record every (setting, key, data, model, countermeasure) run not yet in ``output/runs.jsonl``.
 
@@ -148,6 +150,9 @@ def run_grid(
         quality_clips (`int`, defaults to `100`): clips scored for PESQ etc. per protected split.
         clean_attacks (`Sequence[str]`): countermeasures also measured on clean training (what the
             countermeasure alone costs the adversary); ``"none"`` is always measured.
+        design_recipe (`DesignRecipe`, *optional*): for ``filter_family="designed"`` settings, how each key's table
+            is designed on the clean train split (as its owner would); designs are kept in ``output/designs.jsonl``
+            (public: the evaluation keys are public) and reused.
 
     Returns:
         `list[dict]`: all runs in ``runs.jsonl`` after this call.
@@ -199,6 +204,9 @@ def run_grid(
             if setting != CLEAN:
                 key = public_eval_key(key_index)
                 key_id = key.key_id
+                if settings[setting].filter_family == "designed":
+                    key = designed_key(key, key_index, spec, dataset["train"], settings[setting],
+                                       design_recipe or DesignRecipe(), out / "designs.jsonl")
                 if (setting, key_index) not in protected_cache:
                     protected_cache.clear()  # one protected split in memory at a time
                     protected, _ = protect_dataset(dataset["train"], key, settings[setting], snr_clips=1)
@@ -226,6 +234,8 @@ def run_grid(
                 "config": settings[setting].to_dict() if setting != CLEAN else None,
                 "epochs": _epochs(by_label[label], recipe), "seconds": round(time.perf_counter() - start, 1),
             }
+            if setting != CLEAN and key.design is not None:
+                record["design_id"] = key.design.design_id
             if result is None:
                 record["skipped"] = True
             else:
@@ -235,6 +245,28 @@ def run_grid(
             done.add(_run_id(setting, key_index, spec, label, attack))
             logger.info("%s: %s", desc, record.get("test_accuracy", "skipped"))
     return _read_jsonl(runs_path)
+
+
+def designed_key(key: PosCUDAKey, key_index: int, spec: DataSpec, train: Any, config: PosCUDAConfig,
+                 recipe: DesignRecipe, path: Path) -> PosCUDAKey:
+    """``key`` with its design for this data (the train split, as its owner would design it): read from ``path``
+    (``designs.jsonl``) when a design for the same key, data, layout, budget and recipe is there, else made and
+    appended."""
+    from dataclasses import asdict
+
+    from ..designed import DesignedSignature
+    from .design import design_signatures
+
+    budget = {k: config.to_dict()[k] for k in ("num_bands", "band_low_hz", "band_high_hz", "cut_db", "boost_db")}
+    recipe_dict = asdict(recipe) | {"surrogates": list(recipe.surrogates)}
+    for record in _read_jsonl(path):
+        if (record["key"] == key_index and DataSpec.of(record) == spec and record["budget"] == budget
+                and record["recipe"] == recipe_dict):
+            return key.with_design(DesignedSignature.from_json(record["design"]))
+    design = design_signatures(train, key, config, recipe)
+    _append(path, {"key": key_index, "key_id": key.key_id, **_data_fields(spec), "budget": budget,
+                   "recipe": recipe_dict, "design_id": design.design_id, "design": design.to_json()})
+    return key.with_design(design)
 
 
 def summarise(runs: Iterable[dict[str, Any]], quality: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
