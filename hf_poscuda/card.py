@@ -290,10 +290,39 @@ def fsdd_context(config: Mapping[str, Any]) -> dict[str, Any] | None:
     key_count = key_range(table_keys)
     baseline = ", ".join(f"{cell(runs.get(('official', m, 'none')))} ({m})" for m in attack_models)
     pretrained_keys = {r["keys"] for (_, m, a), r in runs.items() if a == "none" and ":" in m}
+    speakers, speakers_held, speakers_keys = _speaker_rows(measured, preset, cell)
     return {"preset": name, "pesq": _num(preset.get("pesq"), 2), "key_count": key_count,
+            "speakers": speakers, "speakers_held": speakers_held, "speakers_key_count": key_range(speakers_keys),
+            "speakers_goal": f"from scratch at most {_pct(SPEAKER_GOAL)}, GE2E at most {_pct(SPEAKER_GOAL_GE2E)}",
             "models": models, "all_held": held, "pretrained": pretrained, "pretrained_held": pretrained_held,
             "pretrained_key_count": key_range(pretrained_keys), "attacks": attacks, "attack_models": attack_models,
             "baseline": baseline}
+
+
+SPEAKER_GOAL, SPEAKER_GOAL_GE2E = 0.30, 0.35  # issue 22: speakers, from-scratch models / the GE2E adversaries
+
+
+def _speaker_rows(measured: Mapping[str, Any], preset: Mapping[str, Any],
+                  cell: Any) -> tuple[list[dict[str, str]], bool, set[int]]:
+    """The speaker task's rows of a measured preset (8 kHz, no countermeasure), whether every model met the speaker
+    goal on both splits, and the key counts shown."""
+    def runs_of(entry: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+        return {(r["split"], r["model"]): r for r in entry.get("runs", []) if r.get("task") == "speakers"
+                and r["attack"] == "none" and r["sampling_rate"] == 8000}
+
+    runs, clean = runs_of(preset), runs_of(measured["presets"].get("clean", {}))
+    rows, held, keys = [], True, set()
+    for model in dict.fromkeys(m for (_, m) in runs):
+        goal = SPEAKER_GOAL_GE2E if model.startswith("ge2e") else SPEAKER_GOAL
+        c = clean.get(("official", model))
+        rows.append({"name": model, "clean": _pct(c["mean"]) if c else "–",
+                     "official": cell(runs.get(("official", model))), "digit": cell(runs.get(("digit", model)))})
+        for split in ("official", "digit"):
+            r = runs.get((split, model))
+            if r is not None:
+                keys.add(r["keys"])
+                held = held and r["mean"] <= goal
+    return rows, held, keys
 
 
 def _method(config: Mapping[str, Any]) -> str:

@@ -185,3 +185,17 @@ def test_result_never_holds_the_secret(data):
     text = repr(result) + result.format() + str(result.to_dict(per_query=True))
     assert KEY.key_id in result.format()
     assert not KEY.appears_in(text.encode())
+
+
+def test_docs_audit_evidence_is_the_recorded_runs():
+    """docs/audit.md's evidence table is what examples/audit_rates.py makes from the committed record."""
+    import importlib.util
+    from pathlib import Path
+
+    from tests.docs_pages import page, region
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("audit_rates", root / "examples" / "audit_rates.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert region("audit", "evidence", module.report(root / "examples/results/audit", write=False)) in page("audit.md")

@@ -115,3 +115,31 @@ def test_an_unfinished_last_record_is_ignored_when_reading(tmp_path):
     path.write_text('{"setting": "a", "ke\n{"setting": "a", "key": 0}\n')
     with pytest.raises(json.JSONDecodeError):  # damage anywhere else is not silently skipped
         _read_jsonl(path)
+
+
+def test_designed_settings_design_each_key_once_and_record_the_design(grid, monkeypatch):
+    """A designed setting gets each key's table designed on the train split, kept in designs.jsonl and reused; the
+    speaker task is recorded as such."""
+    from hf_poscuda.evaluation import design as design_module
+    from hf_poscuda.evaluation.design import DesignRecipe
+
+    args, _, out = grid
+    calls = []
+    real = design_module.design_signatures
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(design_module, "design_signatures", counting)
+    args |= {"settings": {"designed": PosCUDAConfig(filter_family="designed")}, "keys": [0], "attacks": ["none"],
+             "clean_attacks": [], "data": [DataSpec("official", 8000, "speakers")],
+             "design_recipe": DesignRecipe(surrogates=("raw_cnn",), steps=3, surrogate_epochs=1)}
+    runs = run_grid(**args)
+    designs = [json.loads(line) for line in (out / "designs.jsonl").read_text().splitlines()]
+    assert len(calls) == 1 and len(designs) == 1 and designs[0]["task"] == "speakers"
+    (designed,) = [r for r in runs if r["setting"] == "designed"]
+    assert designed["design_id"] == designs[0]["design_id"] and designed["task"] == "speakers"
+    (out / "runs.jsonl").write_text("")  # the runs again: the design is read back, not made again
+    run_grid(**args)
+    assert len(calls) == 1
