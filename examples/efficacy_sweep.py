@@ -47,6 +47,10 @@ SETTINGS: dict[str, PosCUDAConfig] = {
     # designed signatures (0.3): the static part of each class's barcode designed against surrogate CNNs
     "designed": PRESETS["designed"],
     "designed-static": PosCUDAConfig(filter_family="designed", placement="whole", filters_per_class=1, vary_cuts=0),
+    "designed-gentle": PRESETS["designed"].replace(vary_cut_db=15.0, crossfade_seconds=0.06),
+    # closed-form strength tiers around the default (issue 22, 3a): a stronger static barcode, a gentler varying part
+    "tier-strong": PRESETS["default"].replace(num_cuts=6, num_boosts=3, cut_db=40.0, boost_db=15.0),
+    "tier-gentle": PRESETS["default"].replace(vary_cut_db=15.0, crossfade_seconds=0.06),
     # baselines of the sweep: the 0.1 default (whole-clip random taps), the whole-clip barcode of DESIGN §8
     "v0.1-default": PRESETS["v0.1"],
     "barcode-c4b2": BARCODE,
@@ -161,17 +165,19 @@ def write_summary(out: Path) -> None:
     runs, quality = _read_jsonl(out / "runs.jsonl"), _read_jsonl(out / "quality.jsonl")
     rows = summarise(runs, quality)
     parts = ["# Efficacy sweep: clean-test accuracy, mean over keys (worst key) [mean peak over epochs]\n"]
-    for split, rate in dict.fromkeys((r["split"], r["sampling_rate"]) for r in rows):
-        here = [r for r in rows if r["split"] == split and r["sampling_rate"] == rate]
+    for task, split, rate in dict.fromkeys((r["task"], r["split"], r["sampling_rate"]) for r in rows):
+        here = [r for r in rows if (r["task"], r["split"], r["sampling_rate"]) == (task, split, rate)]
         models = list(dict.fromkeys(r["model"] for r in here))
         attacks = list(dict.fromkeys(r["attack"] for r in here))
         for model in models:  # one table per model: only the countermeasures measured on it
             measured = [a for a in attacks if any(r["model"] == model and r["attack"] == a and r["setting"] != CLEAN
                                                   for r in here)]
-            parts.append(f"\n## {split} split, {rate} Hz, {model}\n\n")
-            parts.append(summary_markdown(rows, [model], measured, split=split, sampling_rate=rate, peak=True))
-        plot_frontier(rows, out / f"frontier_{split}_{rate}.png", models, [a for a in attacks if a in ("none", "blind_eq")]
-                      or attacks[:1], split=split, sampling_rate=rate)
+            parts.append(f"\n## {task}, {split} split, {rate} Hz, {model}\n\n")
+            parts.append(summary_markdown(rows, [model], measured, split=split, sampling_rate=rate, peak=True,
+                                          task=task))
+        name = f"frontier_{split}_{rate}.png" if task == "digits" else f"frontier_{task}_{split}_{rate}.png"
+        plot_frontier(rows, out / name, models, [a for a in attacks if a in ("none", "blind_eq")] or attacks[:1],
+                      split=split, sampling_rate=rate, task=task, goal_accuracy=0.30 if task == "speakers" else 0.20)
     (out / "summary.md").write_text("".join(parts))
 
 

@@ -384,7 +384,8 @@ def audit_model(
             test's null already allows for). Any length; one sampling rate.
         key (`PosCUDAKey`): the key the protected copy was made with.
         config (`PosCUDAConfig`, *optional*): the protection's parameters (default ``PosCUDAConfig()``).
-        audio_column (`str`, defaults to `"audio"`), label_column (`str`, *optional*, defaults to `"label"`).
+        audio_column (`str`, defaults to `"audio"`): the probe's ``Audio`` column.
+        label_column (`str`, *optional*, defaults to `"label"`): the probe's labels; ``None`` for unlabelled audio.
         label_names (`Sequence[str]`, *optional*): class names in the protected copy's index order (default: the
             probe's ``ClassLabel`` names, or string labels' sorted values).
         num_classes (`int`, *optional*): classes of the protected copy (needed for unlabelled probes and integer

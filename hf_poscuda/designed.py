@@ -29,8 +29,9 @@ class DesignedSignature:
     Args:
         static_db (`np.ndarray` of shape `[classes, num_bands]`): each class's static gain in dB per band (negative:
             a cut), on the layout below.
-        num_bands (`int`), band_low_hz (`float`), band_high_hz (`float`): the barcode layout the gains are for; a
-            config with another layout is refused.
+        num_bands (`int`): bands of the barcode layout the gains are for (a config with another layout is refused).
+        band_low_hz (`float`): the layout's lower edge.
+        band_high_hz (`float`): the layout's upper edge.
         method (`str`): how it was designed (e.g. ``"targeted"``).
         info (`dict`): public facts about the design (surrogates, steps, budget), for records; never per-class data.
     """
