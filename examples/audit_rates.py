@@ -46,8 +46,8 @@ FINETUNE = TrainingRecipe(epochs=2, learning_rate=1e-3)  # the adversary's clean
 CLEAN_AUDIT_KEYS = range(10)  # a clean model is audited with public keys 0-9 (false-positive pairs)
 
 
-def run_id(model: str, key: int, fraction: float, attack: str) -> str:
-    return f"{model}|{key}|{fraction:g}|{attack}"
+def run_id(model: str, key: int, fraction: float, attack: str, task: str = "digits") -> str:
+    return f"{'' if task == 'digits' else task + '|'}{model}|{key}|{fraction:g}|{attack}"
 
 
 def mixed(clean: AudioArrays, protected: AudioArrays, speakers: list[str], fraction: float, key: int) -> AudioArrays:
@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "runs.jsonl"
     _drop_unfinished_line(runs_path)
-    done = {run_id(r["model"], r["key"], r["fraction"], r["attack"]) for r in _read_jsonl(runs_path)}
-    data = load_fsdd(args.fsdd)
+    done = {run_id(r["model"], r["key"], r["fraction"], r["attack"], r.get("task", "digits"))
+            for r in _read_jsonl(runs_path)}
+    data = load_fsdd(args.fsdd, task=args.task)
     recipe = TrainingRecipe(epochs=args.epochs, hf_epochs=args.hf_epochs)
     clean = to_arrays(data["train"], recipe.clip_seconds)
     test = to_arrays(data["test"], recipe.clip_seconds)
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> None:
              for k in keys]
     protected_cache: dict[int, AudioArrays] = {}
     for spec, key, fraction, attack in jobs:
-        if run_id(spec.label, key, fraction, attack) in done:
+        if run_id(spec.label, key, fraction, attack, args.task) in done:
             continue
         start = time.perf_counter()
         train = clean
@@ -154,6 +155,7 @@ def run(args: argparse.Namespace) -> None:
         audits = audits_of(trained, key, attack, data["test"], test, args, cache, clean_tune)
         _append(runs_path, {
             "model": spec.label, "key": key, "fraction": fraction, "attack": attack,
+            **({} if args.task == "digits" else {"task": args.task}),
             "key_id": public_eval_key(key).key_id if key >= 0 else None, "epochs": recipe.epochs,
             "test_accuracy": trained.test_accuracy, "train_accuracy": trained.train_accuracy,
             "queries": args.queries, "decoys": args.decoys, "seconds": round(time.perf_counter() - start, 1),
@@ -171,15 +173,16 @@ def report(out: Path = OUT, *, write: bool = True) -> str:
     for r in runs:  # own-key audits: the first, and those after the adversary's extra steps
         if r["key"] >= 0:
             for a in [r["audits"][0], *r["audits"][3:]]:
-                groups.setdefault((r["model"], r["fraction"], r["attack"], a["query_pipeline"]), []).append((r, a))
-    for (model, fraction, attack, pipeline), group in groups.items():
+                groups.setdefault((r.get("task", "digits"), r["model"], r["fraction"], r["attack"], a["query_pipeline"]),
+                              []).append((r, a))
+    for (task, model, fraction, attack, pipeline), group in groups.items():
         audits = [a for _, a in group]
         needed = [a["queries_needed"] for a in audits]
         data = "protected copy" if fraction >= 1 else f"{100 * fraction:g} % protected + clean"
         counter = attack if pipeline == "model" else f"{attack}; {pipeline}"
         accuracy = np.mean([a.get("finetuned_test_accuracy", r["test_accuracy"]) for r, a in group])
         lines.append(
-            f"| {model} | {data} | {counter} | {len(group)} | {100 * accuracy:.1f} % | "
+            f"| {model}{' (speakers)' if task == 'speakers' else ''} | {data} | {counter} | {len(group)} | {100 * accuracy:.1f} % | "
             f"{sum(a['p_value'] <= ALPHA for a in audits)} / {len(group)} | "
             f"{100 * np.mean([a['key_rate'] for a in audits]):.1f} / {100 * np.mean([a['decoy_mean'] for a in audits]):.1f} % | "
             f"{max(a['p_value'] for a in audits):.2g} | {'never' if None in needed else max(needed)} |"
@@ -202,6 +205,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
     r.add_argument("--fsdd", required=True)
+    r.add_argument("--task", default="digits", choices=["digits", "speakers"], help="what the label is")
     r.add_argument("--keys", default="0,1,2,3,4")
     r.add_argument("--models", default="logmel_cnn,raw_cnn")
     r.add_argument("--fractions", default="1")

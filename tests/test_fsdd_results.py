@@ -109,9 +109,9 @@ def test_default_reproduces_the_recorded_public_key_run():
     from hf_poscuda.evaluation import ModelSpec, TrainingRecipe, evaluate_protection
     from hf_poscuda.sources import load_fsdd
 
-    runs = read(RESULTS, "runs.jsonl")
+    runs = [r for r in read(RESULTS, "runs.jsonl") if r.get("task", "digits") == "digits"]
     quality = [q for q in read(RESULTS, "quality.jsonl") if q["setting"] == "default" and q["key"] == 0
-               and q["split"] == "official" and q["sampling_rate"] == 8000]
+               and q["split"] == "official" and q["sampling_rate"] == 8000 and q.get("task", "digits") == "digits"]
     want = {r["model"]: r for r in runs if r["setting"] == "default" and r["key"] == 0 and r["split"] == "official"
             and r["sampling_rate"] == 8000 and r["attack"] == NO_ATTACK and r["model"] in CNNS}
     clean = {r["model"]: r for r in runs if r["setting"] == CLEAN and r["split"] == "official"
@@ -133,6 +133,48 @@ def test_default_reproduces_the_recorded_public_key_run():
         assert abs(got["clean"]["test_accuracy"] - clean[model]["test_accuracy"]) <= 0.07, model
         assert got["clean"]["test_accuracy"] - got["protected"]["test_accuracy"] >= 0.4  # protection had an effect
     assert abs(entry["quality"]["pesq"] - quality[0]["pesq"]) <= 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FSDD.is_dir(), reason="needs ../shared/data/fsdd")
+@pytest.mark.parametrize("setting", ["default", "designed"])
+def test_speaker_task_reproduces_the_recorded_public_key_runs(setting):
+    """Speakers (official split), public key 0: the raw CNN and the GE2E linear probe trained on the protected copy
+    land where the record says; the designed setting uses the recorded design of that key (designs.jsonl)."""
+    import torch
+
+    from hf_poscuda.designed import DesignedSignature
+    from hf_poscuda.evaluation import ModelSpec, TrainingRecipe, to_arrays
+    from hf_poscuda.evaluation.experiment import train_model
+    from hf_poscuda.protect import protect_dataset
+    from hf_poscuda.sources import load_fsdd
+
+    def recorded(r: dict) -> bool:
+        return (r.get("task") == "speakers" and r["setting"] == setting and r["key"] == 0 and r["split"] == "official"
+                and r["sampling_rate"] == 8000 and r["attack"] == NO_ATTACK)
+
+    from hf_poscuda.evaluation import ge2e
+
+    if not ge2e.available():
+        pytest.skip(f"GE2E weights not installed ({ge2e.INSTALL_HINT})")
+    want = {r["model"]: r for r in read(RESULTS, "runs.jsonl") if recorded(r)}
+    key = public_eval_key(0)
+    if setting == "designed":
+        (design,) = [d for d in read(RESULTS, "designs.jsonl") if d.get("task") == "speakers" and d["key"] == 0
+                     and d["split"] == "official" and d["sampling_rate"] == 8000]
+        key = key.with_design(DesignedSignature.from_json(design["design"]))
+        assert want["raw_cnn"]["design_id"] == key.design.design_id
+    data = load_fsdd(FSDD, task="speakers")
+    protected, _ = protect_dataset(data["train"], key, PRESETS[setting], snr_clips=1)
+    train, test = to_arrays(protected, 1.0), to_arrays(data["test"], 1.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as recorded
+    try:
+        for model in ("raw_cnn", "ge2e-probe"):
+            got = train_model(ModelSpec.parse(model), train, test, TrainingRecipe(), model)
+            assert abs(got.test_accuracy - want[model]["test_accuracy"]) <= 0.07, (model, got.test_accuracy)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_card_quotes_are_the_recorded_numbers():

@@ -81,7 +81,7 @@ class GE2EEncoder(nn.Module):
     @classmethod
     def pretrained(cls) -> GE2EEncoder:
         model = cls()
-        state = torch.load(weights_path(), map_location="cpu", weights_only=False)["model_state"]
+        state = torch.load(weights_path(), map_location="cpu", weights_only=True)["model_state"]
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("similarity")}, strict=True)
         return model.eval()
 
