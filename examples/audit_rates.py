@@ -147,7 +147,10 @@ def run(args: argparse.Namespace) -> None:
                                        train.sampling_rate)
                 test_in = AudioArrays(part.apply(test_in.audio, test.sampling_rate, rng), test.labels,
                                       test.sampling_rate)
-        in_training = attack_obj is not None and any(p.kind != "preprocess" for p in attack_obj.parts)
+            elif part.kind == "dataset":
+                train_in = AudioArrays(part.apply_labelled(train_in.audio, train.labels, train.sampling_rate),
+                                       train.labels, train.sampling_rate)
+        in_training = attack_obj is not None and attack_obj.in_training
         desc = f"{spec.label} key {key} fraction {fraction:g} {attack}"
         logger.info("training %s", desc)
         trained = train_model(spec, train_in, test_in, recipe, desc, attack=attack_obj if in_training else None)

@@ -653,7 +653,7 @@ def evaluate(
         list[str] | None,
         typer.Option("--attack", help="Countermeasure to train under (repeatable; 'all' for every single one; "
                      "'a+b' combines): time_shift, random_crop, resample, lowpass, bandlimit, mp3, opus, noise-30db, "
-                     "noise-20db, noise-10db, preemphasis, sharpen, mixup, specaugment, blind_eq, sliding_eq, cmvn, "
+                     "noise-20db, noise-10db, preemphasis, sharpen, mixup, specaugment, blind_eq, sliding_eq, cmvn, class_eq, "
                      "random_eq, random_eq_tv."),
     ] = None,
 ) -> None:

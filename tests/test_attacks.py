@@ -267,3 +267,34 @@ def test_evaluation_runs_feature_and_combined_countermeasures(key):
     assert set(entry["attacks"]["cmvn"]["models"]) == {"logmel_cnn"}
     assert set(entry["attacks"]["blind_eq+random_eq"]["models"]) == {"logmel_cnn", "raw_cnn"}
     assert entry["attacks"]["cmvn"]["kind"] == "feature"
+
+
+def test_class_eq_removes_a_class_filter_from_the_training_set():
+    """class_eq (labelled training data only) moves each class's average spectrum to the common one: a strong static
+    class filter is undone, up to the classes' own differences, while clips keep their RMS."""
+    from scipy.signal import firwin2
+
+    from hf_poscuda.evaluation.attacks import class_eq, get_attack
+
+    rng = np.random.default_rng(0)
+    sr, n = 8000, 8000
+    audio = (rng.standard_normal((40, n)) * 0.1).astype(np.float32)
+    labels = np.repeat([0, 1], 20)
+    lowpass = firwin2(257, [0, 1500, 2000, 4000], [1, 1, 0.03, 0.03], fs=sr)  # class 1: -30 dB above 2 kHz
+    filtered = audio.copy()
+    filtered[20:] = np.stack([np.convolve(x, lowpass, mode="same") for x in audio[20:]]).astype(np.float32)
+
+    def high_band_db(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x, axis=-1)) ** 2
+        return float(10 * np.log10(spectrum[:, 2500:].mean() / spectrum[:, :1500].mean()))
+
+    assert high_band_db(filtered[20:]) - high_band_db(filtered[:20]) < -25
+    out = class_eq(filtered, labels, sr)
+    assert out.shape == filtered.shape and out.dtype == np.float32
+    assert abs(high_band_db(out[20:]) - high_band_db(out[:20])) < 3  # the class difference is gone
+    np.testing.assert_allclose(np.sqrt((out**2).mean(1)), np.sqrt((filtered**2).mean(1)), rtol=1e-4)
+    attack = get_attack("class_eq")
+    assert attack.kind == "dataset" and not attack.in_training
+    with pytest.raises(ValueError, match="labelled"):
+        attack.apply(filtered, sr, rng)
+    assert get_attack("class_eq+blind_eq").kind == "dataset"

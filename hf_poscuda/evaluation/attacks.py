@@ -27,6 +27,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 WaveformFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+#: ``(audio [N, T], labels [N], sampling_rate) -> audio [N, T]``: a step on the labelled training set only.
+LabelledFn = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def _check_batch(audio: np.ndarray) -> np.ndarray:
@@ -152,6 +154,35 @@ def _equalise(audio: np.ndarray, sampling_rate: int, window_seconds: float | Non
     rms_out = y.pow(2).mean(-1, keepdim=True).sqrt()
     y = torch.where(rms_out > 0, y * rms_in / rms_out.clamp(min=1e-12), y)
     return y.numpy().astype(np.float32)
+
+
+def class_eq(audio: np.ndarray, labels: np.ndarray, sampling_rate: int, active_db: float = 40.0) -> np.ndarray:
+    """Class-wise equalisation of a labelled training set, the adaptive attack on *class-wise* filters by an
+    adversary who reads the card: each class's long-term average log spectrum (over the active frames of all its
+    clips; 32 ms Hann STFT, 75 % overlap) is moved to the average over all classes, by one zero-phase gain curve per
+    class applied to every clip of it; each clip's RMS is kept. It removes any time-invariant class filter (random
+    or designed barcode) to the STFT's resolution, along with each class's natural average spectrum; time-varying
+    parts are averaged, not removed. Test audio is not touched (its labels are unknown)."""
+    x = torch.from_numpy(_check_batch(audio).astype(np.float64))
+    y_labels = np.asarray(labels)
+    n_fft, hop, window = _stft_setup(sampling_rate)
+    spec = torch.stft(x, n_fft, hop, window=window, return_complex=True)  # [N, F, frames]
+    mag = spec.abs()
+    energy = mag.pow(2).sum(dim=1)
+    active = ((energy >= energy.amax(dim=-1, keepdim=True) * 10 ** (-active_db / 10)) & (energy > 0)).to(torch.float64)
+    logsum = (torch.log(mag + 1e-9) * active[:, None, :]).sum(-1)  # [N, F]
+    frames = active.sum(-1)  # [N]
+    classes = np.unique(y_labels)
+    class_mean = {}
+    for c in classes:
+        rows = torch.from_numpy(np.flatnonzero(y_labels == c))
+        class_mean[c] = logsum[rows].sum(0) / frames[rows].sum().clamp(min=1)
+    overall = torch.stack([class_mean[c] for c in classes]).mean(0)  # every class counts the same
+    gain = torch.stack([overall - class_mean[c] for c in y_labels])  # [N, F], log
+    out = torch.istft(spec * torch.exp(gain)[:, :, None], n_fft, hop, window=window, length=x.shape[-1])
+    rms_in, rms_out = x.pow(2).mean(-1, keepdim=True).sqrt(), out.pow(2).mean(-1, keepdim=True).sqrt()
+    out = torch.where(rms_out > 0, out * rms_in / rms_out.clamp(min=1e-12), out)
+    return out.numpy().astype(np.float32)
 
 
 def blind_eq(audio: np.ndarray, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -315,7 +346,7 @@ def _fit_length(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ registry
-AttackKind = Literal["preprocess", "augment", "feature"]
+AttackKind = Literal["preprocess", "augment", "feature", "dataset"]
 BatchKind = Literal["mixup", "specaugment"]
 FeatureKind = Literal["cmvn"]
 
@@ -327,12 +358,15 @@ class Attack:
     Args:
         name (`str`): registry name (``hf-poscuda evaluate --attack NAME``).
         kind (`str`): ``"preprocess"`` (a waveform step of the adversary's pipeline: applied once to the train
-            *and* the test audio), ``"augment"`` (every training batch) or ``"feature"`` (a step inside the
-            model's feature extraction, for training and testing).
+            *and* the test audio), ``"augment"`` (every training batch), ``"feature"`` (a step inside the
+            model's feature extraction, for training and testing) or ``"dataset"`` (a step on the labelled training
+            set only, once: what an adversary can do to a scraped copy before training, e.g. class-wise
+            equalisation; test audio is untouched).
         description (`str`): one line for reports and cards.
         waveform (`Callable`, *optional*): ``(audio [N, T], sampling_rate, rng) -> audio [N, T]``.
         batch (`str`, *optional*): ``"mixup"`` or ``"specaugment"`` for the two non-waveform augmentations.
         feature (`str`, *optional*): ``"cmvn"`` for the log-mel normalisation.
+        labelled (`Callable`, *optional*): ``(audio, labels, sampling_rate) -> audio`` for ``"dataset"`` steps.
         models (`tuple[str, ...]`, *optional*): the models it applies to (``None``: all).
         steps (`tuple[Attack, ...]`): for a combination (``"a+b"``), its parts in order; empty otherwise.
     """
@@ -345,12 +379,15 @@ class Attack:
     feature: FeatureKind | None = None
     models: tuple[str, ...] | None = None
     steps: tuple[Attack, ...] = ()
+    labelled: LabelledFn | None = None
 
     def __post_init__(self) -> None:
         if self.steps:
             return
-        if sum(x is not None for x in (self.waveform, self.batch, self.feature)) != 1:
-            raise ValueError(f"Attack {self.name!r} needs exactly one of waveform, batch or feature.")
+        if sum(x is not None for x in (self.waveform, self.batch, self.feature, self.labelled)) != 1:
+            raise ValueError(f"Attack {self.name!r} needs exactly one of waveform, batch, feature or labelled.")
+        if (self.labelled is not None) != (self.kind == "dataset"):
+            raise ValueError(f"Attack {self.name!r}: labelled steps have kind 'dataset' and vice versa.")
         if self.batch is not None and self.kind != "augment":
             raise ValueError(f"Attack {self.name!r}: batch countermeasures are training-time augmentations.")
         if (self.feature is not None) != (self.kind == "feature"):
@@ -366,8 +403,25 @@ class Attack:
         base = model.split(":")[0].split("-")[0]
         return all(p.models is None or base in p.models for p in self.parts)
 
+    @property
+    def in_training(self) -> bool:
+        """Whether a part acts during training (an augmentation or a feature step), not only on the data."""
+        return any(p.kind in ("augment", "feature") for p in self.parts)
+
+    def apply_labelled(self, audio: np.ndarray, labels: np.ndarray, sampling_rate: int) -> np.ndarray:
+        """Apply a ``"dataset"`` step to a labelled training set (same shape out)."""
+        if self.labelled is None:
+            raise ValueError(f"{self.name!r} is not a step on the labelled training set.")
+        out = self.labelled(audio, labels, sampling_rate)
+        if out.shape != np.shape(audio):
+            raise RuntimeError(f"Countermeasure {self.name!r} changed the shape {np.shape(audio)} -> {out.shape}.")
+        return out
+
     def apply(self, audio: np.ndarray, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
         """Apply a waveform countermeasure to ``[N, samples]`` clips (same shape out)."""
+        if self.labelled is not None:
+            raise ValueError(f"{self.name!r} needs the labels: it is a step on the labelled training set "
+                             "(Attack.apply_labelled).")
         if self.waveform is None:
             raise ValueError(f"{self.name!r} is not a waveform countermeasure; it acts inside training.")
         out = self.waveform(audio, sampling_rate, rng)
@@ -412,6 +466,8 @@ ATTACKS: dict[str, Attack] = {
         Attack("random_eq", "augment", "random smooth EQ (8 knots, ±10 dB) per clip and batch", random_eq),
         Attack("random_eq_tv", "augment", "time-varying random EQ (two ±10 dB curves morphed at 1–4 Hz) per clip "
                "and batch", random_eq_tv),
+        Attack("class_eq", "dataset", "class-wise equalisation of the training set: each class's average spectrum "
+               "moved to the average of all classes (needs the labels: training data only)", labelled=class_eq),
     ]
 }
 
@@ -450,7 +506,8 @@ def combine(parts: list[Attack]) -> Attack:
     if sum(p.batch is not None for p in flat) > 1 or sum(p.feature is not None for p in flat) > 1:
         raise ValueError("A combination may hold at most one of mixup/specaugment and one feature step.")
     kinds = {p.kind for p in flat}
-    kind: AttackKind = "augment" if "augment" in kinds else "feature" if "feature" in kinds else "preprocess"
+    kind: AttackKind = ("augment" if "augment" in kinds else "feature" if "feature" in kinds
+                        else "dataset" if "dataset" in kinds else "preprocess")
     models = [set(p.models) for p in flat if p.models is not None]
     return Attack(
         name="+".join(p.name for p in flat), kind=kind, description="; then ".join(p.description for p in flat),

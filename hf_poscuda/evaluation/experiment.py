@@ -286,7 +286,9 @@ def evaluate_attack(
         if part.kind == "preprocess":  # the adversary's input pipeline: train and test audio alike
             train = AudioArrays(part.apply(train.audio, sr, rng), train.labels, sr)
             attacked_test = AudioArrays(part.apply(attacked_test.audio, sr, rng), attacked_test.labels, sr)
-    in_training = any(p.kind != "preprocess" for p in attack.parts)
+        elif part.kind == "dataset":  # the scraped training set only, with its labels
+            train = AudioArrays(part.apply_labelled(train.audio, train.labels, sr), train.labels, sr)
+    in_training = attack.in_training
     for spec in models:
         if not attack.applies_to(spec.name) or (in_training and spec.name not in CNN_MODELS):
             logger.info("%s does not apply to %s; skipped", attack.name, spec.label)

@@ -191,7 +191,7 @@ def _batch_augmenter(
     rng = np.random.default_rng(seed + 7919)
     steps: list[Any] = []
     for part in attack.parts:
-        if part.kind == "preprocess":
+        if part.kind in ("preprocess", "dataset"):
             if not attack.steps:
                 raise ValueError(
                     f"{part.name!r} is a preprocessing countermeasure; apply it to the data, not in training."
