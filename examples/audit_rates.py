@@ -42,6 +42,7 @@ from hf_poscuda.sources import load_fsdd
 logger = logging.getLogger("audit_rates")
 OUT = Path("examples/results/audit")
 ALPHA = 1e-6
+SPEAKER_ALPHA = 1e-4  # 6 classes: even 19 decoys cannot go below 1 / (20 * 6!) = 6.9e-5
 FINETUNE = TrainingRecipe(epochs=2, learning_rate=1e-3)  # the adversary's clean fine-tuning after the fact
 CLEAN_AUDIT_KEYS = range(10)  # a clean model is audited with public keys 0-9 (false-positive pairs)
 
@@ -64,7 +65,7 @@ def mixed(clean: AudioArrays, protected: AudioArrays, speakers: list[str], fract
 
 
 def summary(result: AuditResult) -> dict[str, Any]:
-    return {k: v for k, v in result.to_dict().items() if k not in ("alpha",)} | {
+    return result.to_dict() | {
         "queries_needed": queries_needed(result, ALPHA) if result.trained_on_key or result.p_value <= 1e-3 else None,
     }
 
@@ -79,7 +80,8 @@ def audits_of(trained: Any, key: int, attack: str, probe: Any, test: AudioArrays
 
     def audit(audited: int, predictor: Any, label: str) -> dict[str, Any]:
         result = audit_model(predictor, probe, public_eval_key(audited), num_decoys=args.decoys,
-                             max_queries=args.queries, alpha=ALPHA, stamp_cache=cache, progress=False)
+                             max_queries=args.queries, alpha=ALPHA if args.task == "digits" else SPEAKER_ALPHA,
+                             stamp_cache=cache, progress=False)
         logger.info("  audit key %d (%s): rate %.2f, decoys %.2f, p %.3g", audited, label, result.key_rate,
                     result.decoy_mean, result.p_value)
         return {"audited_key": audited, "query_pipeline": label, **summary(result)}
@@ -167,9 +169,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def report(out: Path = OUT, *, write: bool = True) -> str:
-    """summary.md: detection per (model, training data, countermeasure, query pipeline), then false positives."""
+    """summary.md: detection per (model, training data, countermeasure, query pipeline), then false positives.
+    α is 1e-6 for digits (10 classes) and 1e-4 for speakers (6 classes: 1 / (20 * 6!) = 6.9e-5 is the floor)."""
     runs = _read_jsonl(out / "runs.jsonl")
-    lines = ["| model | training data | countermeasure | keys | clean-test accuracy | flagged (p <= 1e-6) | "
+    lines = ["| model | training data | countermeasure | keys | clean-test accuracy | flagged (p <= α) | "
              "rate: key / decoys | p (worst key) | queries needed, key alone (worst key) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     groups: dict[tuple, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
@@ -186,14 +189,14 @@ def report(out: Path = OUT, *, write: bool = True) -> str:
         accuracy = np.mean([a.get("finetuned_test_accuracy", r["test_accuracy"]) for r, a in group])
         lines.append(
             f"| {model}{' (speakers)' if task == 'speakers' else ''} | {data} | {counter} | {len(group)} | {100 * accuracy:.1f} % | "
-            f"{sum(a['p_value'] <= ALPHA for a in audits)} / {len(group)} | "
+            f"{sum(a['p_value'] <= a.get('alpha', ALPHA) for a in audits)} / {len(group)} | "
             f"{100 * np.mean([a['key_rate'] for a in audits]):.1f} / {100 * np.mean([a['decoy_mean'] for a in audits]):.1f} % | "
             f"{max(a['p_value'] for a in audits):.2g} | {'never' if None in needed else max(needed)} |"
         )
     fp = [(r, a) for r in runs for a in (r["audits"] if r["key"] < 0 else r["audits"][1:3])]
     if fp:
-        lines += ["", f"False positives: {sum(a['p_value'] <= ALPHA for _, a in fp)} of {len(fp)} (model, key) pairs "
-                  f"flagged at p <= 1e-6 ({sum(r['key'] < 0 for r, _ in fp)} pairs of models trained on clean data, "
+        lines += ["", f"False positives: {sum(a['p_value'] <= a.get('alpha', ALPHA) for _, a in fp)} of {len(fp)} "
+                  f"(model, key) pairs flagged at p <= α ({sum(r['key'] < 0 for r, _ in fp)} pairs of models trained on clean data, "
                   f"{sum(r['key'] >= 0 for r, _ in fp)} of models trained with another key); smallest p among them "
                   f"{min(a['p_value'] for _, a in fp):.3g}; their rate {100 * np.mean([a['key_rate'] for _, a in fp]):.1f} % "
                   f"(decoys {100 * np.mean([a['decoy_mean'] for _, a in fp]):.1f} %)."]
