@@ -291,6 +291,10 @@ def docs_tables(out: Path) -> dict[str, str]:
         tables[f"speakers-{split}-blind-eq"] = summary_markdown(rows, (*cnns, "ge2e-probe"), ("blind_eq",),
                                                                  split=split, settings=tiers, peak=True,
                                                                  task="speakers")
+    # the adversary who reads the card: each class's average spectrum moved to the common one (official split)
+    for task, name in (("speakers", "speakers-official-class-eq"), ("digits", "digits-official-class-eq")):
+        tables[name] = summary_markdown(rows, ("raw_cnn", "ge2e-probe"), ("class_eq",), split="official",
+                                        settings=tiers, peak=True, task=task)
     for split in ("official", "speaker"):
         tables[f"digits-{split}-tiers"] = summary_markdown(rows, (*cnns, "ge2e-probe", "ge2e-mlp"), (NO_ATTACK,),
                                                            split=split, settings=tiers, peak=True)

@@ -24,7 +24,9 @@ by Monte Carlo above), so ``P(p <= alpha) <= alpha`` under the null, with no ass
 smallest possible value is ``1 / ((1 + num_decoys) * C!)``: 2.8e-7 for 10 classes without decoys, 6.9e-5 for 6
 classes with 19 decoys. This is why the stamped class is drawn from *all* classes, the clip's own included
 (``1 / C`` of the queries, which count for no key): a draw restricted to wrong classes would not be invariant to
-relabelling, and the test would not be exact.
+relabelling, and the test would not be exact. (The barcode's rule that re-draws a class's pattern when it is too
+close to an earlier class's makes the classes' signatures exchangeable only up to that rule: exact for exchangeable
+signatures, very nearly so for the default's.)
 
 What a positive audit shows: the model was trained on data protected with this key (the protected copy, or any
 copy of it). It does not show which copy, or how much of it.

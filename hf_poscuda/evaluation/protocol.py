@@ -366,18 +366,20 @@ def plot_frontier(
     fig, axes = plt.subplots(1, len(attacks), figsize=(6 * len(attacks), 4.6), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks, strict=True):
         ax.axvspan(goal_pesq, 4.6, ymin=0, ymax=goal_accuracy, color="tab:green", alpha=0.12, label="goal")
-        for marker, model in zip(itertools.cycle("osD^v<>"), models):
+        for index, (marker, model) in enumerate(zip(itertools.cycle("osD^v<>"), models)):
+            colour = f"C{index % 10}"  # one colour per model in every panel, whichever models a panel has
             pts = [r for r in data if r["model"] == model and r["attack"] == attack and math.isfinite(r["pesq"])]
             if not pts:
                 continue
             xs = np.array([r["pesq"] for r in pts])
             ys = np.array([r["mean"] for r in pts])
             worst = np.array([r["worst"] for r in pts])
-            ax.errorbar(xs, ys, yerr=[np.zeros_like(ys), worst - ys], fmt=marker, capsize=2, label=model, alpha=0.8)
+            ax.errorbar(xs, ys, yerr=[np.zeros_like(ys), worst - ys], fmt=marker, capsize=2, label=model, alpha=0.8,
+                        color=colour)
             clean = [r for r in rows if r["setting"] == CLEAN and r["model"] == model and r["attack"] == attack
                      and r["split"] == split and r["sampling_rate"] == sampling_rate]
             if clean:
-                ax.axhline(clean[0]["mean"], ls=":", lw=1, color=ax.lines[-1].get_color() if ax.lines else None)
+                ax.axhline(clean[0]["mean"], ls=":", lw=1, color=colour)
         ax.set_title("no countermeasure" if attack == NO_ATTACK else f"adversary applies {attack}")
         ax.set_xlabel("PESQ of protected vs original audio")
         ax.set_xlim(2.5, 4.6)
