@@ -5,6 +5,8 @@ false-positive rows.
 
     python examples/audit_rates.py run --fsdd ../shared/data/fsdd/recordings --keys 0,1,2,3,4 \
         --models logmel_cnn,raw_cnn --fractions 1,0.25 --attacks none
+    python examples/audit_rates.py run --fsdd ../shared/data/fsdd/recordings --models raw_cnn --fractions 0.25 \
+        --long-audit 3000                          # the same models again, each audited once with 3,000 queries
     python examples/audit_rates.py report --docs docs  # summary.md and the docs' audit table, from the record
 
 Every trained model is one line of ``runs.jsonl`` (resumable: a re-run skips what is there), holding every audit

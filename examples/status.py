@@ -90,8 +90,12 @@ def facts() -> dict[str, Any]:
     hits = [c for c in checks if c["case"] == "protected with the key"]
     false = [c for c in checks if c["case"] in ("clean", "protected with another key")]
     audits = [r for r in _read(RESULTS / "audit" / "runs.jsonl") if r.get("task", "digits") == "digits"]
-    own = [r["audits"][0] for r in audits if r["key"] >= 0 and r["fraction"] in (1.0, 0.25) and r["attack"] == "none"
-           and not r.get("long_audit")]
+    runs = [r for r in audits if r["key"] >= 0 and r["fraction"] in (1.0, 0.25) and r["attack"] == "none"
+            and not r.get("long_audit")]
+    own = [r["audits"][0] for r in runs]
+    missed: dict[tuple[str, float], list[bool]] = {}
+    for r in runs:
+        missed.setdefault((r["model"], r["fraction"]), []).append(r["audits"][0]["p_value"] <= 1e-6)
     others = [a for r in audits for a in (r["audits"] if r["key"] < 0 else r["audits"][1:3])]
     designed = ("logmel_cnn", "raw_cnn", "ge2e-probe")
     quiet = [r["mean"] for folder in ("efficacy", "efficacy_sweep") for r in _rows(RESULTS / folder)
@@ -106,6 +110,7 @@ def facts() -> dict[str, Any]:
         "designed": {m: get("designed", m) for m in designed},
         "blind_eq": [get("default", m, "blind_eq") for m in cnns],
         "designed_blind_eq": get("designed", "raw_cnn", "blind_eq"),
+        "class_eq": [get(s, "raw_cnn", "class_eq") for s in ("default", "designed")],
         "blind_eq_16k": [get("default", m, "blind_eq", rate=16000) for m in cnns],
         "speakers": {s: {m: speakers(s, m) for m in designed} for s in ("default", "designed")},
         "pesq": get("default", "logmel_cnn")["pesq"],
@@ -119,6 +124,8 @@ def facts() -> dict[str, Any]:
         "false": sum(c["protected"] for c in false),
         "false_checks": len(false),
         "audit_flagged": sum(a["p_value"] <= 1e-6 for a in own),
+        "audit_missed": [(MODELS.get(m, m), fraction, sum(hits), len(hits)) for (m, fraction), hits in missed.items()
+                         if not all(hits)],
         "audit_models": len(own),
         "audit_queries": _keys({a["queries"] for a in own}),
         "audit_false": sum(a["p_value"] <= 1e-6 for a in others),
@@ -145,6 +152,9 @@ def status_lines(link_base: str = "docs") -> str:
     verdict = ("**The goal is met.**" if f["met"] else
                "**The goal is not met: the protection is partial.** Read *protected* as *much harder to learn from*, "
                "not *unlearnable*.")
+    missed = "".join(
+        f" (not flagged: the {model} trained on a {100 * fraction:g} % share, {hit} / {total} keys)"
+        for model, fraction, hit, total in f["audit_missed"])
     lines = [
         f"{verdict} Measured on the Free Spoken Digit Dataset (official split, public keys; chance 10 % for digits):",
         "",  # Markdown needs a blank line before a list
@@ -155,7 +165,9 @@ def status_lines(link_base: str = "docs") -> str:
         f"{cells(f['speakers']['default'], short)}; designed {cells(f['speakers']['designed'], short)} "
         f"({speaker_keys} keys; GE2E is a real pretrained speaker encoder). {link('Speakers', 'results/speakers.md')}",
         f"- Blind equalisation lifts the default's CNNs to {eq} % (16 kHz: {eq16} %) and the designed preset's raw "
-        f"CNN to {_pct(f['designed_blind_eq']['mean'])} (goal ≤ {100 * GOAL_ATTACKED:.0f} %). "
+        f"CNN to {_pct(f['designed_blind_eq']['mean'])}; an adversary who reads the card and equalises each class "
+        f"(`class_eq`) lifts the raw CNN to {' / '.join(_pct(r['mean']) for r in f['class_eq'])} (default / "
+        f"designed; goal ≤ {100 * GOAL_ATTACKED:.0f} %). "
         f"{link('Countermeasures', 'results/countermeasures.md')}",
         f"- From a pretrained start it holds less: fine-tuning reaches {_span(f['fine'])}, a linear probe "
         f"{_span(f['probe'])} ({f['tuned_keys']} keys, both splits). {link('Fine-tuning threat', 'results/fine-tuning.md')}",
@@ -164,7 +176,8 @@ def status_lines(link_base: str = "docs") -> str:
         f"CNN at {_pct(f['best_eq_at_goal_pesq'])} at best. "
         f"{link('Sweep and frontier', 'results/sweep.md')}",
         f"- `audit` flagged {f['audit_flagged']} / {f['audit_models']} models trained on a protected copy (all or a "
-        f"quarter of their data; {f['audit_queries']} queries) at p ≤ 1e-6, and {f['audit_false']} of {f['audit_pairs']} clean or other-key pairs; "
+        f"quarter of their data; {f['audit_queries']} queries) at p ≤ 1e-6{missed}, and {f['audit_false']} of "
+        f"{f['audit_pairs']} clean or other-key pairs; "
         f"`verify` found {f['hits']} / {f['hit_keys']} keys, {f['false']} false positives in {f['false_checks']} "
         f"checks. {link('Audit', 'audit.md')}, {link('Verify', 'verify.md')}",
     ]

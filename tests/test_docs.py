@@ -77,6 +77,7 @@ TABLES_ADDED = {
        for suffix in ("", "-blind-eq")},
     **{f"efficacy:digits-{split}-tiers{suffix}": "results/speakers.md" for split in ("official", "speaker")
        for suffix in ("", "-blind-eq")},
+    **{f"efficacy:{task}-official-class-eq": "results/speakers.md" for task in ("speakers", "digits")},
     "audit:evidence": "audit.md",
 }
 SETUP_COMMANDS = (
