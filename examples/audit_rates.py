@@ -54,6 +54,12 @@ def run_id(model: str, key: int, fraction: float, attack: str, task: str = "digi
             f"{f'|q{long_audit}' if long_audit else ''}")
 
 
+def other_key_audits(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """A recorded run's audits with keys it was not trained with (the false-positive pairs): every audit of a clean
+    model (keys 0-9), the second and third of a protected one (as ``audits_of`` writes them)."""
+    return run["audits"] if run["key"] < 0 else run["audits"][1:3]
+
+
 def mixed(clean: AudioArrays, protected: AudioArrays, speakers: list[str], fraction: float, key: int) -> AudioArrays:
     """The training set of a mix: the first ``fraction`` of rows ordered by speaker (rotated by key) protected."""
     if fraction >= 1.0:
@@ -91,8 +97,7 @@ def audits_of(trained: Any, key: int, attack: str, probe: Any, test: AudioArrays
 
     predict = model_predictor(trained, sr, preprocess=pipeline)
     if args.long_audit:  # one own-key audit with more queries (each probe clip stamped several times)
-        entry = audit(key, predict, f"model, {args.long_audit} queries", queries=args.long_audit)
-        return [entry]
+        return [audit(key, predict, f"model, {args.long_audit} queries", queries=args.long_audit)]
     if key < 0:
         return [audit(k, predict, "model") for k in CLEAN_AUDIT_KEYS]
     out = [audit(key, predict, "model")]
@@ -170,7 +175,7 @@ def run(args: argparse.Namespace) -> None:
             **({"long_audit": args.long_audit} if args.long_audit else {}),
             "key_id": public_eval_key(key).key_id if key >= 0 else None, "epochs": recipe.epochs,
             "test_accuracy": trained.test_accuracy, "train_accuracy": trained.train_accuracy,
-            "queries": args.queries, "decoys": args.decoys, "seconds": round(time.perf_counter() - start, 1),
+            "queries": args.long_audit or args.queries, "decoys": args.decoys, "seconds": round(time.perf_counter() - start, 1),
             "audits": audits,
         })
 
@@ -214,7 +219,7 @@ def report(out: Path = OUT, *, write: bool = True) -> str:
             f"{100 * np.mean([a['key_rate'] for a in audits]):.1f} / {100 * np.mean([a['decoy_mean'] for a in audits]):.1f} % | "
             f"{max(a['p_value'] for a in audits):.2g} | {shown(needed, task)} |"
         )
-    fp = [(r, a) for r in runs for a in (r["audits"] if r["key"] < 0 else r["audits"][1:3])]
+    fp = [(r, a) for r in runs for a in other_key_audits(r)]
     if fp:
         lines += ["", f"False positives: {sum(a['p_value'] <= a.get('alpha', ALPHA) for _, a in fp)} of {len(fp)} "
                   f"(model, key) pairs flagged at p <= α ({sum(r['key'] < 0 for r, _ in fp)} pairs of models trained on clean data, "

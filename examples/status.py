@@ -96,7 +96,9 @@ def facts() -> dict[str, Any]:
     missed: dict[tuple[str, float], list[bool]] = {}
     for r in runs:
         missed.setdefault((r["model"], r["fraction"]), []).append(r["audits"][0]["p_value"] <= 1e-6)
-    others = [a for r in audits for a in (r["audits"] if r["key"] < 0 else r["audits"][1:3])]
+    from audit_rates import other_key_audits
+
+    others = [a for r in audits for a in other_key_audits(r)]
     designed = ("logmel_cnn", "raw_cnn", "ge2e-probe")
     quiet = [r["mean"] for folder in ("efficacy", "efficacy_sweep") for r in _rows(RESULTS / folder)
              if r["setting"] != CLEAN and r["model"] == "raw_cnn" and r["attack"] == "blind_eq"
