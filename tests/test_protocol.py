@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -143,3 +144,29 @@ def test_designed_settings_design_each_key_once_and_record_the_design(grid, monk
     (out / "runs.jsonl").write_text("")  # the runs again: the design is read back, not made again
     run_grid(**args)
     assert len(calls) == 1
+
+
+def test_a_design_stored_by_another_worker_meanwhile_wins(tmp_path, monkeypatch):
+    """Two workers that both miss a key's design both design it; the second to finish keeps the first one's record
+    (one line in designs.jsonl) and protects with it, so every run of that key uses the same table."""
+    from hf_poscuda.evaluation import design as design_module
+    from hf_poscuda.evaluation.design import DesignRecipe
+    from hf_poscuda.evaluation.protocol import designed_key
+
+    key, config = PosCUDAKey(bytes(range(32))), PosCUDAConfig(filter_family="designed")
+    recipe, spec = DesignRecipe(surrogates=("raw_cnn",), steps=1, surrogate_epochs=1), DataSpec("official", 8000)
+    train, path = make_dataset(8, num_classes=2), tmp_path / "designs.jsonl"
+    real = design_module.design_signatures
+
+    def racing(*a, **k):  # the other worker appends its design while this one is still designing
+        if not path.exists():
+            monkeypatch.setattr(design_module, "design_signatures", real)
+            designed_key(key, 0, spec, train, config, recipe, path)
+        design = real(*a, **k)
+        return dataclasses.replace(design, static_db=design.static_db / 2)  # a different table than the first
+
+    monkeypatch.setattr(design_module, "design_signatures", racing)
+    mine = designed_key(key, 0, spec, train, config, recipe, path)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 1
+    assert mine.design.design_id == records[0]["design_id"]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from filelock import FileLock
 
 from ..config import PosCUDAConfig
 from ..formatting import display_label, key_range
@@ -259,13 +260,25 @@ def designed_key(key: PosCUDAKey, key_index: int, spec: DataSpec, train: Any, co
 
     budget = {k: config.to_dict()[k] for k in ("num_bands", "band_low_hz", "band_high_hz", "cut_db", "boost_db")}
     recipe_dict = asdict(recipe) | {"surrogates": list(recipe.surrogates)}
-    for record in _read_jsonl(path):
-        if (record["key"] == key_index and DataSpec.of(record) == spec and record["budget"] == budget
-                and record["recipe"] == recipe_dict):
-            return key.with_design(DesignedSignature.from_json(record["design"]))
-    design = design_signatures(train, key, config, recipe)
-    _append(path, {"key": key_index, "key_id": key.key_id, **_data_fields(spec), "budget": budget,
-                   "recipe": recipe_dict, "design_id": design.design_id, "design": design.to_json()})
+
+    def stored() -> DesignedSignature | None:
+        for record in _read_jsonl(path):
+            if (record["key"] == key_index and DataSpec.of(record) == spec and record["budget"] == budget
+                    and record["recipe"] == recipe_dict):
+                return DesignedSignature.from_json(record["design"])
+        return None
+
+    design = stored()
+    if design is not None:
+        return key.with_design(design)
+    design = design_signatures(train, key, config, recipe)  # minutes: made outside the lock
+    with FileLock(f"{path}.lock"):  # another worker may have stored this design meanwhile: the first one stays
+        first = stored()
+        if first is not None:
+            logger.info("Design for key %d was stored by another worker meanwhile; using that one.", key_index)
+            return key.with_design(first)
+        _append(path, {"key": key_index, "key_id": key.key_id, **_data_fields(spec), "budget": budget,
+                       "recipe": recipe_dict, "design_id": design.design_id, "design": design.to_json()})
     return key.with_design(design)
 
 
