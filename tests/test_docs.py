@@ -79,6 +79,7 @@ TABLES_ADDED = {
        for suffix in ("", "-blind-eq")},
     **{f"efficacy:{task}-official-class-eq": "results/speakers.md" for task in ("speakers", "digits")},
     "audit:evidence": "audit.md",
+    "efficacy:goals": "results/index.md",
 }
 SETUP_COMMANDS = (
     "bash .ci/setup && .venv/bin/hf-poscuda demo --output protected-fsdd-mini",

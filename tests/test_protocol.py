@@ -170,3 +170,30 @@ def test_a_design_stored_by_another_worker_meanwhile_wins(tmp_path, monkeypatch)
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(records) == 1
     assert mine.design.design_id == records[0]["design_id"]
+
+
+def test_the_goals_scorecard_says_met_only_over_enough_keys_and_every_named_model():
+    from hf_poscuda.evaluation.protocol import Goal, goals_markdown
+
+    def row(setting, model, mean, worst, keys=5, attack="none", task="digits", pesq=3.6):
+        return {"setting": setting, "task": task, "split": "official", "sampling_rate": 8000, "model": model,
+                "attack": attack, "mean": mean, "worst": worst, "keys": keys, "pesq": pesq}
+
+    goals = [Goal("g", "digits", "official", ("a", "b"), 0.20, 0.25),
+             Goal("cm", "digits", "official", (), 0.30, countermeasures=True)]
+    rows = [row("ok", "a", 0.10, 0.12), row("ok", "b", 0.20, 0.25),
+            row("few", "a", 0.10, 0.12, keys=3), row("few", "b", 0.15, 0.20, keys=3),
+            row("worst", "a", 0.18, 0.30), row("worst", "b", 0.10, 0.12),
+            row("half", "a", 0.10, 0.12),
+            row("ok", "a", 0.35, 0.40, attack="class_eq", keys=2),
+            row("default", "a", 0.10, 0.12, pesq=3.9)]
+    table = goals_markdown(rows, ["ok", "few", "worst", "half", "none", "default"], goals)
+    g_line, cm_line, pesq_line = table.splitlines()[2:]
+    cells = [c.strip() for c in g_line.split("|")[2:-1]]
+    assert cells[0] == "**met**: b 20.0 (25)"
+    assert cells[1] == "**met so far**: b 15.0 (20) (3 keys)"
+    assert cells[2].startswith("**missed**: a 18.0 (30)")  # the mean is under the bound, the worst key is not
+    assert cells[3] == "**met so far**: a 10.0 (12) (not measured: b)"
+    assert cells[4] == "not measured"
+    assert "**missed**: a + class_eq 35.0 (40) (2 keys)" in cm_line
+    assert "**met**: 3.60 (floor 3.5)" in pesq_line and "**missed**: 3.90 (floor 4.0)" in pesq_line

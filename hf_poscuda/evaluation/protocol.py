@@ -360,6 +360,85 @@ def summary_markdown(
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Goal:
+    """One line of a scorecard: the runs of a task and split whose clean-test accuracy must stay under a bound.
+
+    Args:
+        label (`str`): what the goal says, as shown.
+        task (`str`): ``"digits"`` or ``"speakers"``.
+        split (`str`): the split the goal is measured on.
+        models (`tuple[str, ...]`): the adversaries the goal names; a missing one is reported as not measured.
+        mean_at_most (`float`): bound on the mean over keys of every matching row.
+        worst_at_most (`float`, *optional*): bound on the worst key of every matching row.
+        countermeasures (`bool`, defaults to `False`): match every recorded countermeasure (and any model) instead
+            of training on the protected copy as it is.
+    """
+
+    label: str
+    task: str
+    split: str
+    models: tuple[str, ...]
+    mean_at_most: float
+    worst_at_most: float | None = None
+    countermeasures: bool = False
+
+
+_DIGIT_MODELS = ("logmel_cnn", "raw_cnn", "wav2vec2-small", "ast-small", "ge2e-probe", "ge2e-mlp")
+GOALS: tuple[Goal, ...] = (  # issue 22's goals for 0.3
+    *(Goal(f"digits, {split} split: every model ≤ 20 % (worst key ≤ 25 %)", "digits", split, _DIGIT_MODELS,
+           0.20, 0.25) for split in ("official", "speaker")),
+    *(g for split in ("official", "digit") for g in (
+        Goal(f"speakers, {split} split: from-scratch models ≤ 30 %", "speakers", split, ("logmel_cnn", "raw_cnn"),
+             0.30),
+        Goal(f"speakers, {split} split: GE2E linear probe ≤ 35 %", "speakers", split, ("ge2e-probe",), 0.35))),
+    *(Goal(f"{task}, official split: every countermeasure ≤ 30 %", task, "official", (), 0.30, countermeasures=True)
+      for task in ("digits", "speakers")),
+)
+GOAL_KEYS = 5  # a goal is met only over at least this many keys
+PESQ_GOALS = {"default": 4.0}  # any other setting is a stronger tier, which may go down to STRONG_PESQ
+STRONG_PESQ = 3.5
+
+
+def _goal_cell(rows: Sequence[dict[str, Any]], setting: str, goal: Goal) -> str:
+    mine = [r for r in rows if r["setting"] == setting and r["task"] == goal.task and r["split"] == goal.split
+            and r["sampling_rate"] == 8000 and (r["attack"] != NO_ATTACK if goal.countermeasures
+                                                else r["attack"] == NO_ATTACK and r["model"] in goal.models)]
+    missing = [] if goal.countermeasures else [m for m in goal.models if m not in {r["model"] for r in mine}]
+    if not mine:
+        return "not measured"
+    met = all(r["mean"] <= goal.mean_at_most + 1e-9 and (goal.worst_at_most is None
+                                                          or r["worst"] <= goal.worst_at_most + 1e-9) for r in mine)
+    top = max(mine, key=lambda r: (r["mean"], r["worst"]))
+    name = top["model"] if top["attack"] == NO_ATTACK else f"{top['model']} + {top['attack']}"
+    keys = min(r["keys"] for r in mine) if met else top["keys"]  # a miss is told by its own row
+    verdict = "missed" if not met else ("met" if keys >= GOAL_KEYS and not missing else "met so far")
+    notes = [] if keys >= GOAL_KEYS else [f"{keys} key{'s' * (keys != 1)}"]
+    if missing:
+        notes.append("not measured: " + ", ".join(missing))
+    return f"**{verdict}**: {name} {_cell(top)}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def goals_markdown(rows: Sequence[dict[str, Any]], settings: Sequence[str], goals: Sequence[Goal] = GOALS) -> str:
+    """A scorecard of :func:`summarise` rows against ``goals``: one line per goal, a column per setting, each cell
+    the verdict (*met* over at least :data:`GOAL_KEYS` keys and every named model, *met so far* with fewer, or
+    *missed*) with the highest row behind it, ``mean (worst key)`` in %; then the setting's PESQ on the digits'
+    official split against its floor (4.0 for ``default``, 3.5 for a stronger tier).
+    """
+    lines = ["| goal | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for goal in goals:
+        lines.append(f"| {goal.label} | " + " | ".join(_goal_cell(rows, s, goal) for s in settings) + " |")
+    cells = []
+    for setting in settings:
+        pesq = [r["pesq"] for r in rows if r["setting"] == setting and r["task"] == "digits"
+                and r["split"] == "official" and r["sampling_rate"] == 8000 and math.isfinite(r["pesq"])]
+        floor = PESQ_GOALS.get(setting, STRONG_PESQ)
+        cells.append("not measured" if not pesq else
+                     f"**{'met' if pesq[0] >= floor else 'missed'}**: {pesq[0]:.2f} (floor {floor:.1f})")
+    lines.append("| PESQ, digits official split: `default` ≥ 4.0, a stronger tier ≥ 3.5 | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_frontier(
     rows: Sequence[dict[str, Any]], path: str | Path, models: Sequence[str], attacks: Sequence[str],
     *, split: str = "official", sampling_rate: int = 8000, goal_accuracy: float = GOAL_ACCURACY,
