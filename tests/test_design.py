@@ -14,7 +14,7 @@ from hf_poscuda import PRESETS, PosCUDAConfig, PosCUDAKey, protect_dataset
 from hf_poscuda.cli import app
 from hf_poscuda.designed import DesignedSignature
 from hf_poscuda.errors import KeyFileError
-from hf_poscuda.evaluation.design import DesignRecipe, design_signatures, target_cycle
+from hf_poscuda.evaluation.design import DesignRecipe, design_signatures, nearest_targets, target_cycle
 from hf_poscuda.sources import fsdd_mini_path, load_fsdd
 from hf_poscuda.verify import verify_split
 
@@ -89,6 +89,22 @@ def test_target_cycle_is_one_cycle_without_fixed_points():
             seen.add(c)
             c = sigma[c]
         assert len(seen) == classes  # a single cycle through every class
+
+
+def test_nearest_targets_take_the_best_assignment_without_fixed_points():
+    affinity = np.array([[9.0, 1.0, 5.0], [4.0, 9.0, 0.0], [0.0, 3.0, 9.0]])  # the diagonal would win everywhere
+    assert nearest_targets(affinity).tolist() == [2, 0, 1]  # 5 + 4 + 3, the best total of the derangements
+    assert nearest_targets(np.array([[0.0, -7.0], [-3.0, 0.0]])).tolist() == [1, 0]
+    with pytest.raises(ValueError, match="square"):
+        nearest_targets(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="targets must be one of"):
+        DesignRecipe(targets="random")
+
+
+def test_nearest_targets_design_runs_and_says_so(speakers):
+    recipe = DesignRecipe(surrogates=("raw_cnn",), steps=5, surrogate_epochs=1, targets="nearest")
+    design = design_signatures(speakers["train"], KEY, DESIGNED, recipe)
+    assert design.info["targets"] == "nearest" and design.info["recipe"]["targets"] == "nearest"
 
 
 def test_the_designer_moves_surrogate_answers_to_the_targets(speakers):

@@ -197,3 +197,24 @@ def test_the_goals_scorecard_says_met_only_over_enough_keys_and_every_named_mode
     assert cells[4] == "not measured"
     assert "**missed**: a + class_eq 35.0 (40) (2 keys)" in cm_line
     assert "**met**: 3.60 (floor 3.5)" in pesq_line and "**missed**: 3.90 (floor 4.0)" in pesq_line
+
+
+def test_a_design_recorded_before_a_recipe_field_existed_is_still_found(tmp_path, monkeypatch):
+    """designs.jsonl records written before DesignRecipe gained a field match the recipe with that field at its
+    default, and only then: the recorded designs stay in use, a recipe that differs designs anew."""
+    from hf_poscuda.evaluation import design as design_module
+    from hf_poscuda.evaluation.design import DesignRecipe
+    from hf_poscuda.evaluation.protocol import designed_key
+
+    key, config = PosCUDAKey(bytes(range(32))), PosCUDAConfig(filter_family="designed")
+    spec, train, path = DataSpec("official", 8000), make_dataset(8, num_classes=2), tmp_path / "designs.jsonl"
+    recipe = DesignRecipe(surrogates=("raw_cnn",), steps=1, surrogate_epochs=1)
+    designed_key(key, 0, spec, train, config, recipe, path)
+    record = json.loads(path.read_text())
+    del record["recipe"]["targets"]  # as written before the field existed
+    path.write_text(json.dumps(record) + "\n")
+    monkeypatch.setattr(design_module, "design_signatures", lambda *a, **k: pytest.fail("designed again"))
+    assert designed_key(key, 0, spec, train, config, recipe, path).design.design_id == record["design_id"]
+    monkeypatch.undo()
+    designed_key(key, 0, spec, train, config, dataclasses.replace(recipe, targets="nearest"), path)
+    assert len(path.read_text().splitlines()) == 2

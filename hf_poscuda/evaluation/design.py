@@ -36,6 +36,8 @@ from .training import TrainingRecipe, train_cnn
 
 logger = logging.getLogger(__name__)
 
+TARGETS = ("cycle", "nearest")
+
 
 @dataclass(frozen=True)
 class DesignRecipe:
@@ -49,6 +51,9 @@ class DesignRecipe:
         batch_size (`int`, defaults to `64`): clips per step.
         learning_rate (`float`, defaults to `1.0`): Adam step size, in dB.
         clip_seconds (`float`, defaults to `1.0`): clips are cut or zero-padded to this length.
+        targets (`str`, defaults to `"cycle"`): which class each class is pushed to: ``"cycle"``, one cycle through
+            the classes drawn from the key; ``"nearest"``, the assignment without fixed points that the clean
+            surrogates find easiest (the highest mean log-probability of the target over each class's clips).
     """
 
     surrogates: tuple[str, ...] = ("raw_cnn", "logmel_cnn")
@@ -57,8 +62,11 @@ class DesignRecipe:
     batch_size: int = 64
     learning_rate: float = 1.0
     clip_seconds: float = 1.0
+    targets: str = "cycle"
 
     def __post_init__(self) -> None:
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}.")
         if not self.surrogates or any(s not in CNN_MODELS for s in self.surrogates):
             raise ValueError(f"surrogates must be a non-empty subset of {list(CNN_MODELS)}, got {self.surrogates!r}.")
         for name in ("steps", "surrogate_epochs", "batch_size"):
@@ -76,6 +84,20 @@ def target_cycle(key: PosCUDAKey, num_classes: int) -> np.ndarray:
     sigma = np.empty(num_classes, dtype=np.int64)
     sigma[order] = np.roll(order, -1)
     return sigma
+
+
+def nearest_targets(affinity: np.ndarray) -> np.ndarray:
+    """The target of each class that maximises the total ``affinity[c, target]`` with no class its own target
+    (an assignment problem, :func:`scipy.optimize.linear_sum_assignment`)."""
+    cost = -np.asarray(affinity, dtype=np.float64)
+    if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < 2:
+        raise ValueError(f"affinity must be a square matrix of at least two classes, got shape {cost.shape}.")
+    from scipy.optimize import linear_sum_assignment
+
+    cost = cost - cost.min()
+    np.fill_diagonal(cost, cost.max() * cost.shape[0] + 1.0)  # never worth a fixed point
+    rows, cols = linear_sum_assignment(cost)
+    return cols[np.argsort(rows)].astype(np.int64)
 
 
 def _band_matrix(config: PosCUDAConfig, sampling_rate: int, n_fft: int) -> torch.Tensor:
@@ -116,7 +138,6 @@ def design_signatures(
     static_config = config.replace(filter_family="barcode", placement="whole", filters_per_class=1, vary_cuts=0,
                                    vary_boosts=0)
     start = class_patterns(key, static_config, num_classes)[:, 0]
-    sigma = target_cycle(key, num_classes)
     seed = int(key.uniform("design/seed", 0, 1)[0] * 2**31)
     bands = _band_matrix(config, sr, 2 * n)
 
@@ -134,6 +155,15 @@ def design_signatures(
                   desc=f"surrogate {name}")
         model.eval().requires_grad_(False)
         surrogates.append(model)
+    if recipe.targets == "cycle":
+        sigma = target_cycle(key, num_classes)
+    else:  # the classes the clean surrogates already confuse most: the least change reaches them
+        with torch.no_grad():
+            logp = torch.cat([sum(torch.log_softmax(m(audio[i : i + 256]), -1) for m in surrogates)
+                              for i in range(0, len(audio), 256)]) / len(surrogates)
+        affinity = np.stack([logp[labels == c].mean(0).numpy() if (labels == c).any() else np.zeros(num_classes)
+                             for c in range(num_classes)])
+        sigma = nearest_targets(affinity)
     gains = torch.tensor(start, dtype=torch.float32, requires_grad=True)
     optimizer = torch.optim.Adam([gains], lr=recipe.learning_rate)
     target = torch.from_numpy(sigma[data.labels])
@@ -153,7 +183,8 @@ def design_signatures(
                                  for i in range(0, len(audio), 256)])
             info[f"{name}_takes_target"] = round(float((answers == target).float().mean()), 4)
     logger.info("Designed %d classes against %s: %s", num_classes, list(recipe.surrogates), info)
-    info = {"objective": "targeted", "recipe": asdict(recipe) | {"surrogates": list(recipe.surrogates)},
+    info = {"objective": "targeted", "targets": recipe.targets,
+            "recipe": asdict(recipe) | {"surrogates": list(recipe.surrogates)},
             "sampling_rate": sr, "clips": len(audio), **info}
     return DesignedSignature(gains.detach().numpy().astype(np.float64), config.num_bands, config.band_low_hz,
                              config.band_high_hz, method="targeted", info=info)

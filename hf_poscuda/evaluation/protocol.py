@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,7 +135,7 @@ def run_grid(
     *,
     quality_clips: int = 100,
     clean_attacks: Sequence[str] = (),
-    design_recipe: DesignRecipe | None = None,
+    design_recipe: DesignRecipe | Mapping[str, DesignRecipe] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and record every (setting, key, data, model, countermeasure) run not yet in ``output/runs.jsonl``.
 
@@ -151,9 +151,10 @@ def run_grid(
         quality_clips (`int`, defaults to `100`): clips scored for PESQ etc. per protected split.
         clean_attacks (`Sequence[str]`): countermeasures also measured on clean training (what the
             countermeasure alone costs the adversary); ``"none"`` is always measured.
-        design_recipe (`DesignRecipe`, *optional*): for ``filter_family="designed"`` settings, how each key's table
-            is designed on the clean train split (as its owner would); designs are kept in ``output/designs.jsonl``
-            (public: the evaluation keys are public) and reused.
+        design_recipe (`DesignRecipe` or `Mapping[str, DesignRecipe]`, *optional*): for ``filter_family="designed"``
+            settings, how each key's table is designed on the clean train split (as its owner would), for all of
+            them or per setting name (a setting not in the mapping gets ``DesignRecipe()``); designs are kept in
+            ``output/designs.jsonl`` (public: the evaluation keys are public) and reused.
 
     Returns:
         `list[dict]`: all runs in ``runs.jsonl`` after this call.
@@ -207,7 +208,7 @@ def run_grid(
                 key_id = key.key_id
                 if settings[setting].filter_family == "designed":
                     key = designed_key(key, key_index, spec, dataset["train"], settings[setting],
-                                       design_recipe or DesignRecipe(), out / "designs.jsonl")
+                                       _recipe_for(design_recipe, setting), out / "designs.jsonl")
                 if (setting, key_index) not in protected_cache:
                     protected_cache.clear()  # one protected split in memory at a time
                     protected, _ = protect_dataset(dataset["train"], key, settings[setting], snr_clips=1)
@@ -248,6 +249,12 @@ def run_grid(
     return _read_jsonl(runs_path)
 
 
+def _recipe_for(design_recipe: DesignRecipe | Mapping[str, DesignRecipe] | None, setting: str) -> DesignRecipe:
+    if isinstance(design_recipe, Mapping):
+        return design_recipe.get(setting, DesignRecipe())
+    return design_recipe or DesignRecipe()
+
+
 def designed_key(key: PosCUDAKey, key_index: int, spec: DataSpec, train: Any, config: PosCUDAConfig,
                  recipe: DesignRecipe, path: Path) -> PosCUDAKey:
     """``key`` with its design for this data (the train split, as its owner would design it): read from ``path``
@@ -260,11 +267,12 @@ def designed_key(key: PosCUDAKey, key_index: int, spec: DataSpec, train: Any, co
 
     budget = {k: config.to_dict()[k] for k in ("num_bands", "band_low_hz", "band_high_hz", "cut_db", "boost_db")}
     recipe_dict = asdict(recipe) | {"surrogates": list(recipe.surrogates)}
+    defaults = asdict(DesignRecipe()) | {"surrogates": list(DesignRecipe().surrogates)}  # older records lack newer fields
 
     def stored() -> DesignedSignature | None:
         for record in _read_jsonl(path):
             if (record["key"] == key_index and DataSpec.of(record) == spec and record["budget"] == budget
-                    and record["recipe"] == recipe_dict):
+                    and defaults | record["recipe"] == recipe_dict):
                 return DesignedSignature.from_json(record["design"])
         return None
 
