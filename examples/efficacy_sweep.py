@@ -53,6 +53,7 @@ SETTINGS: dict[str, PosCUDAConfig] = {
     # more room for the design: the tier-strong budget (-40 / +15 dB), or bands half as wide (32)
     "designed-strong": PRESETS["designed"].replace(cut_db=40.0, boost_db=15.0),
     "designed32": PRESETS["designed"].replace(num_bands=32, vary_from_band=18),
+    "designed-strong-nearest": PRESETS["designed"].replace(cut_db=40.0, boost_db=15.0),
     # closed-form strength tiers around the default (issue 22, 3a): a stronger static barcode, a gentler varying part
     "tier-strong": PRESETS["default"].replace(num_cuts=6, num_boosts=3, cut_db=40.0, boost_db=15.0),
     "tier-gentle": PRESETS["default"].replace(vary_cut_db=15.0, crossfade_seconds=0.06),
@@ -106,7 +107,8 @@ SETTINGS: dict[str, PosCUDAConfig] = {
                                       crossfade_seconds=0.08),
 }
 
-DESIGN_TARGETS = {"designed-nearest": "nearest"}  # designed settings whose recipe differs from DesignRecipe()'s
+# designed settings whose recipe differs from DesignRecipe()'s: their targets
+DESIGN_TARGETS = {"designed-nearest": "nearest", "designed-strong-nearest": "nearest"}
 
 
 def main() -> None:
@@ -162,8 +164,8 @@ def main() -> None:
         TrainingRecipe(epochs=args.epochs, hf_epochs=args.hf_epochs),
         clean_attacks=[a for a in args.clean_attacks.split(",") if a],
         design_recipe={name: DesignRecipe(surrogates=surrogates, steps=args.design_steps,
-                                          surrogate_epochs=args.design_epochs, targets=DESIGN_TARGETS.get(name, "cycle"))
-                       for name in SETTINGS},
+                                          surrogate_epochs=args.design_epochs,
+                                          targets=DESIGN_TARGETS.get(name, "cycle")) for name in SETTINGS},
     )
 
 
@@ -310,6 +312,7 @@ def docs_tables(out: Path) -> dict[str, str]:
     for task, name in (("speakers", "speakers-official-class-eq"), ("digits", "digits-official-class-eq")):
         tables[name] = summary_markdown(rows, ("raw_cnn", "ge2e-probe"), ("class_eq",), split="official",
                                         settings=tiers, peak=True, task=task)
+    tables["tiers-0.3"] = tiers_markdown(out.parent / "efficacy_sweep")  # the 0.3 settings of the sweep
     # the scorecard against issue 22's goals (5 keys, both tasks and splits, GE2E held out)
     tables["goals"] = goals_markdown(rows, ["default", "designed"])
     for split in ("official", "speaker"):
@@ -318,6 +321,58 @@ def docs_tables(out: Path) -> dict[str, str]:
         tables[f"digits-{split}-tiers-blind-eq"] = summary_markdown(rows, (*cnns, "ge2e-probe"), ("blind_eq",),
                                                                     split=split, settings=tiers, peak=True)
     return tables
+
+
+# the 0.3 settings of the sweep, in the order of the docs' table, and what each is
+TIERS_03 = {
+    "tier-strong": "default with 6 cuts of 40 dB, 3 boosts of 15 dB",
+    "tier-gentle": "default with 15 dB varying cuts, 60 ms fades",
+    "designed": "the preset: designed within −30 .. +12 dB on 16 bands, targets a key-drawn cycle",
+    "designed-gentle": "designed with 15 dB varying cuts, 60 ms fades",
+    "designed-static": "designed, time-invariant (no varying part)",
+    "designed-strong": "designed within −40 .. +15 dB",
+    "designed32": "designed on 32 bands",
+    "designed-nearest": "designed, each class pushed to the class the surrogates find nearest",
+    "designed-strong-nearest": "both: −40 .. +15 dB and the nearest targets",
+    "tv-v4-30": "varying part only: two disjoint 4-cut sets alternating",
+}
+
+
+def tiers_markdown(sweep: Path) -> str:
+    """The 0.3 settings of the sweep folder ``sweep`` (official split, 8 kHz): PESQ / STOI on the speakers'
+    train audio, keys, and for speakers then digits the raw CNN and the GE2E probe without and with blind
+    equalisation, as ``mean (worst key)`` in %."""
+    import numpy as np
+
+    from hf_poscuda.evaluation.protocol import NO_ATTACK, _read_jsonl, summarise
+    from hf_poscuda.formatting import key_range
+
+    quality = _read_jsonl(sweep / "quality.jsonl")
+    rows = summarise(_read_jsonl(sweep / "runs.jsonl"), quality)
+    index = {(r["setting"], r["task"], r["model"], r["attack"]): r for r in rows
+             if r["split"] == "official" and r["sampling_rate"] == 8000}
+    columns = [(task, attack) for task in ("speakers", "digits") for attack in (NO_ATTACK, "blind_eq")]
+    lines = ["| setting | what | PESQ / STOI (speakers) | PESQ (digits) | keys | speakers: raw CNN / GE2E "
+             "| after blind EQ | digits: raw CNN / GE2E | after blind EQ |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, what in TIERS_03.items():
+        found = [index[k] for k in index if k[0] == name]
+        if not found:
+            continue
+        q = [r for r in quality if r["setting"] == name and r.get("task") == "speakers" and r["split"] == "official"]
+        pesq, stoi = (np.mean([r[m] for r in q]) if q else float("nan") for m in ("pesq", "stoi"))
+        digits = [r["pesq"] for r in quality if r["setting"] == name and r.get("task", "digits") == "digits"
+                  and r["split"] == "official" and r["sampling_rate"] == 8000]
+        pair = []
+        for task, attack in columns:
+            cells = [index.get((name, task, model, attack)) for model in ("raw_cnn", "ge2e-probe")]
+            pair.append(" / ".join("–" if c is None else f"{100 * c['mean']:.1f} ({100 * c['worst']:.0f})"
+                                   for c in cells))
+        quality_text = "–" if not q else f"{pesq:.2f} / {stoi:.2f}"
+        digits_text = "–" if not digits else f"{np.mean(digits):.2f}"
+        lines.append(f"| `{name}` | {what} | {quality_text} | {digits_text} | {key_range(r['keys'] for r in found)} | "
+                     + " | ".join(pair) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_card_summary(out: Path, path: Path = Path("cards/fsdd_measured.json")) -> None:

@@ -80,6 +80,7 @@ TABLES_ADDED = {
     **{f"efficacy:{task}-official-class-eq": "results/speakers.md" for task in ("speakers", "digits")},
     "audit:evidence": "audit.md",
     "efficacy:goals": "results/index.md",
+    "efficacy:tiers-0.3": "results/sweep.md",
 }
 SETUP_COMMANDS = (
     "bash .ci/setup && .venv/bin/hf-poscuda demo --output protected-fsdd-mini",

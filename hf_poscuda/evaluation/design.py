@@ -161,8 +161,8 @@ def design_signatures(
         with torch.no_grad():
             logp = torch.cat([sum(torch.log_softmax(m(audio[i : i + 256]), -1) for m in surrogates)
                               for i in range(0, len(audio), 256)]) / len(surrogates)
-        affinity = np.stack([logp[labels == c].mean(0).numpy() if (labels == c).any() else np.zeros(num_classes)
-                             for c in range(num_classes)])
+        affinity = np.stack([logp[labels == c].mean(0).numpy() if (labels == c).any()
+                             else np.zeros(num_classes) for c in range(num_classes)])
         sigma = nearest_targets(affinity)
     gains = torch.tensor(start, dtype=torch.float32, requires_grad=True)
     optimizer = torch.optim.Adam([gains], lr=recipe.learning_rate)

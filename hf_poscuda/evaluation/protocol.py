@@ -267,7 +267,8 @@ def designed_key(key: PosCUDAKey, key_index: int, spec: DataSpec, train: Any, co
 
     budget = {k: config.to_dict()[k] for k in ("num_bands", "band_low_hz", "band_high_hz", "cut_db", "boost_db")}
     recipe_dict = asdict(recipe) | {"surrogates": list(recipe.surrogates)}
-    defaults = asdict(DesignRecipe()) | {"surrogates": list(DesignRecipe().surrogates)}  # older records lack newer fields
+    # a record written before a recipe field existed was made with that field's default
+    defaults = asdict(DesignRecipe()) | {"surrogates": list(DesignRecipe().surrogates)}
 
     def stored() -> DesignedSignature | None:
         for record in _read_jsonl(path):
@@ -443,7 +444,8 @@ def goals_markdown(rows: Sequence[dict[str, Any]], settings: Sequence[str], goal
         floor = PESQ_GOALS.get(setting, STRONG_PESQ)
         cells.append("not measured" if not pesq else
                      f"**{'met' if pesq[0] >= floor else 'missed'}**: {pesq[0]:.2f} (floor {floor:.1f})")
-    lines.append("| PESQ, digits official split: `default` ≥ 4.0, a stronger tier ≥ 3.5 | " + " | ".join(cells) + " |")
+    label = "PESQ, digits official split: `default` ≥ 4.0, a stronger tier ≥ 3.5"
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
