@@ -40,6 +40,18 @@ from hf_poscuda import PosCUDAKey  # noqa: E402
 from tests.hub_server import HubServer  # noqa: E402
 
 
+def load_example(name: str):
+    """The module ``examples/{name}.py`` (the examples are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def wav_bytes(array: np.ndarray, sr: int, subtype: str = "PCM_16") -> bytes:
     """Encode ``[samples]`` or ``[channels, samples]`` as WAV bytes."""
     buffer = io.BytesIO()

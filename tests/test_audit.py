@@ -189,15 +189,13 @@ def test_result_never_holds_the_secret(data):
 
 def test_docs_audit_evidence_is_the_recorded_runs():
     """docs/audit.md's evidence table is what examples/audit_rates.py makes from the committed record."""
-    import importlib.util
     from pathlib import Path
 
+    from tests.conftest import load_example
     from tests.docs_pages import page, region
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("audit_rates", root / "examples" / "audit_rates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("audit_rates")
     assert region("audit", "evidence", module.report(root / "examples/results/audit", write=False)) in page("audit.md")
 
 
@@ -205,14 +203,13 @@ def test_audit_evidence_record_covers_the_documented_rows():
     """What docs/audit.md states about the record: 5 public keys for both CNNs on the whole protected copy and on a
     25 % mix (300 queries each), every model trained on the whole copy flagged by its own key, at least 20 clean or
     other-key pairs and none of them flagged. A run that goes missing, or a false positive, fails here."""
-    import importlib.util
     import json
     from pathlib import Path
 
+    from tests.conftest import load_example
+
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("audit_rates", root / "examples" / "audit_rates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("audit_rates")
     path = root / "examples" / "results" / "audit" / "runs.jsonl"
     runs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     plain = [r for r in runs if r.get("task", "digits") == "digits" and r["attack"] == "none"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.server
-import importlib.util
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 from hf_poscuda import PosCUDAConfig
+from tests.conftest import load_example
 from tests.docs_pages import DOCS, README, ROOT, page, pages, region
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
@@ -88,13 +88,6 @@ SETUP_COMMANDS = (
 )
 
 
-def _load(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _headings(text: str) -> set[str]:
     body = re.sub(r"```.*?```", "", text, flags=re.S)  # a `# comment` in a code block is not a heading
     return {m.strip() for m in re.findall(r"^#{1,6} (.+)$", body, flags=re.M)}
@@ -115,7 +108,7 @@ def test_readme_is_short_and_keeps_the_two_commands():
 def test_status_lines_are_generated_from_the_results():
     """README's and the home page's status: what examples/status.py makes now from examples/results/, in at most
     eight lines, with links relative to each file."""
-    status = _load("status")
+    status = load_example("status")
     for path in (README, DOCS / "index.md"):
         block = status.block_for(path)
         assert region("status", "summary", block) in path.read_text(), path
@@ -150,7 +143,7 @@ def test_nothing_of_the_former_readme_was_lost():
         holders = [n for n, text in docs.items() if opening in text and closing in text]
         assert holders == [name], (marker, holders)
         assert opening not in readme
-    sweep = _load("efficacy_sweep")
+    sweep = load_example("efficacy_sweep")
     assert {f"efficacy:{name}" for name in sweep.docs_tables(ROOT / "examples/results/efficacy")} <= {
         *TABLES, *TABLES_ADDED}
     for marker, name in TABLES_ADDED.items():
@@ -159,7 +152,7 @@ def test_nothing_of_the_former_readme_was_lost():
 
 def test_the_generators_write_into_the_docs_pages(tmp_path):
     """--docs rewrites a region wherever it sits, and a table whose region is nowhere is an error, not a no-op."""
-    markers = _load("docs_markers")
+    markers = load_example("docs_markers")
     page_file = tmp_path / "p.md"
     page_file.write_text("a\n<!-- efficacy:x -->\nold\n<!-- /efficacy:x -->\nb\n")
     markers.rewrite_regions([tmp_path], "efficacy", {"x": "new\n"})

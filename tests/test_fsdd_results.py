@@ -11,6 +11,7 @@ import pytest
 from hf_poscuda import PRESETS, PosCUDAConfig
 from hf_poscuda.evaluation import ATTACKS
 from hf_poscuda.evaluation.protocol import CLEAN, NO_ATTACK, public_eval_key
+from tests.conftest import load_example
 from tests.docs_pages import page, pages_holding, region
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,11 +91,7 @@ def test_the_sweep_is_recorded_for_dozens_of_settings():
 def test_docs_tables_are_the_recorded_numbers():
     """Every result table of the docs is generated from runs.jsonl (examples/efficacy_sweep.py --report
     --docs docs): a number there cannot drift from the record. Each table is on exactly one page."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("efficacy_sweep", ROOT / "examples" / "efficacy_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_example("efficacy_sweep")
     tables = sweep.docs_tables(RESULTS)
     assert {"official", "speaker", "official-blind-eq", "speaker-blind-eq", "16k", "attacks"} <= set(tables)
     for name, table in tables.items():
@@ -220,12 +217,8 @@ def test_a_card_without_report_quotes_fsdd_and_says_when_protection_failed():
 
 def test_docs_finetune_tables_are_the_recorded_runs(monkeypatch):
     """The fine-tuning threat tables are generated from examples/results/finetune (runs and pretraining records)."""
-    import importlib.util
-
     monkeypatch.chdir(ROOT)
-    spec = importlib.util.spec_from_file_location("finetune_threat", ROOT / "examples" / "finetune_threat.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("finetune_threat")
     for name, table in module.tables().items():
         if name == "keys":
             continue

@@ -131,15 +131,13 @@ def test_verify_reads_parquet_files(tmp_path, protected):
 
 def test_docs_verify_rates_are_the_recorded_checks():
     """docs/verify.md's table is what examples/verify_rates.py makes from the recorded checks."""
-    import importlib.util
     from pathlib import Path
 
+    from tests.conftest import load_example
     from tests.docs_pages import page, region
 
     root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("verify_rates", root / "examples" / "verify_rates.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("verify_rates")
     records = [json.loads(line) for line in (root / "examples/results/verify/checks.jsonl").read_text().splitlines()]
     assert region("verify", "rates", module.rates_table(records)) in page("verify.md")
     hits = [r for r in records if r["case"] == "protected with the key"]
