@@ -359,17 +359,16 @@ def tiers_markdown(sweep: Path) -> str:
         found = [index[k] for k in index if k[0] == name]
         if not found:
             continue
-        q = [r for r in quality if r["setting"] == name and r.get("task") == "speakers" and r["split"] == "official"]
-        pesq, stoi = (np.mean([r[m] for r in q]) if q else float("nan") for m in ("pesq", "stoi"))
-        digits = [r["pesq"] for r in quality if r["setting"] == name and r.get("task", "digits") == "digits"
-                  and r["split"] == "official" and r["sampling_rate"] == 8000]
+        pesq = {r["task"]: r["pesq"] for r in found}  # summarise gives each row its setting's PESQ on that data
+        stoi = [r["stoi"] for r in quality if r["setting"] == name and r.get("task") == "speakers"
+                and r["split"] == "official" and r["sampling_rate"] == 8000]
         pair = []
         for task, attack in columns:
             cells = [index.get((name, task, model, attack)) for model in ("raw_cnn", "ge2e-probe")]
             pair.append(" / ".join("–" if c is None else f"{100 * c['mean']:.1f} ({100 * c['worst']:.0f})"
                                    for c in cells))
-        quality_text = "–" if not q else f"{pesq:.2f} / {stoi:.2f}"
-        digits_text = "–" if not digits else f"{np.mean(digits):.2f}"
+        quality_text = "–" if not stoi else f"{pesq['speakers']:.2f} / {np.mean(stoi):.2f}"
+        digits_text = f"{pesq['digits']:.2f}" if np.isfinite(pesq.get("digits", np.nan)) else "–"
         lines.append(f"| `{name}` | {what} | {quality_text} | {digits_text} | {key_range(r['keys'] for r in found)} | "
                      + " | ".join(pair) + " |")
     return "\n".join(lines) + "\n"
