@@ -107,6 +107,32 @@ def test_nearest_targets_design_runs_and_says_so(speakers):
     assert design.info["targets"] == "nearest" and design.info["recipe"]["targets"] == "nearest"
 
 
+def test_error_minimising_design_makes_the_filter_what_a_surrogate_learns(speakers):
+    recipe = DesignRecipe(surrogates=("raw_cnn",), steps=120, batch_size=32, objective="minimise")
+    design = design_signatures(speakers["train"], KEY, DESIGNED, recipe)
+    assert design.method == "minimise" and design.info["recipe"]["objective"] == "minimise"
+    assert design.static_db.min() >= -30 and design.static_db.max() <= 12
+    # the surrogate trained beside the gains reads the protected clips well and the clean ones much worse
+    assert design.info["raw_cnn_protected_accuracy"] >= design.info["raw_cnn_clean_accuracy"] + 0.2
+    both = design_signatures(speakers["train"], KEY, DESIGNED, DesignRecipe(surrogates=("raw_cnn",), steps=5,
+                                                                         surrogate_epochs=1, objective="both"))
+    assert both.method == "both" and {"raw_cnn_takes_target", "raw_cnn_protected_accuracy"} <= set(both.info)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        DesignRecipe(objective="maximise")
+    with pytest.raises(ValueError, match="leave targets at 'cycle'"):
+        DesignRecipe(objective="minimise", targets="nearest")
+
+
+def test_the_quality_weight_keeps_the_filters_quieter(speakers):
+    loud, quiet = (design_signatures(speakers["train"], KEY, DESIGNED,
+                                     DesignRecipe(surrogates=("raw_cnn",), steps=60, surrogate_epochs=1,
+                                                  quality_weight=weight)) for weight in (0.0, 0.3))
+    assert np.abs(quiet.static_db).mean() < 0.5 * np.abs(loud.static_db).mean()
+    assert quiet.info["recipe"]["quality_weight"] == 0.3
+    with pytest.raises(ValueError, match="quality_weight must be >= 0"):
+        DesignRecipe(quality_weight=-1.0)
+
+
 def test_the_designer_moves_surrogate_answers_to_the_targets(speakers):
     recipe = DesignRecipe(surrogates=("raw_cnn",), steps=80, surrogate_epochs=4)
     first = design_signatures(speakers["train"], KEY, DESIGNED, recipe)

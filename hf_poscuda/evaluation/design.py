@@ -6,7 +6,9 @@ is **targeted**: surrogate models trained on the owner's *clean* data should tak
 for class ``s(c)`` (``s``, a secret cycle through the classes drawn from the key). A model trained on the protected
 copy then ties what a clean model reads as ``s(c)`` to the label ``c``, and on clean audio it is pulled to the wrong
 class, rather than merely missing a cue. (This is targeted adversarial poisoning, Fowl et al. 2021, restricted to
-one static filter per class: a convolution, as PosCUDA is.)
+one static filter per class: a convolution, as PosCUDA is.) ``DesignRecipe(objective="minimise")`` designs with the
+class-wise error-minimising objective instead (Huang et al. 2021), ``"both"`` sums the two; on FSDD neither did
+better than the targeted one (``docs/results/sweep.md``).
 
 What is optimised: one gain in dB per class and band of the barcode layout (``num_bands`` values per class), within
 ``[-cut_db, +boost_db]``, starting from the key's own random barcode; the filter is applied in the frequency domain
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..barcode import class_patterns, gain_curve_db
 from ..config import PosCUDAConfig
@@ -37,6 +40,7 @@ from .training import TrainingRecipe, train_cnn
 logger = logging.getLogger(__name__)
 
 TARGETS = ("cycle", "nearest")
+OBJECTIVES = ("targeted", "minimise", "both")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,15 @@ class DesignRecipe:
         targets (`str`, defaults to `"cycle"`): which class each class is pushed to: ``"cycle"``, one cycle through
             the classes drawn from the key; ``"nearest"``, the assignment without fixed points that the clean
             surrogates find easiest (the highest mean log-probability of the target over each class's clips).
+            Not for ``objective="minimise"``.
+        objective (`str`, defaults to `"targeted"`): ``"targeted"``, surrogates trained on the clean clips should
+            take a protected clip for its class's target; ``"minimise"``, class-wise error-minimising (Huang et al.,
+            2021): fresh surrogates train on the protected clips while the gains make the true label as easy to read
+            from the filter as possible (one surrogate step, then one gain step; ``surrogate_epochs`` is unused);
+            ``"both"``, the two losses summed.
+        quality_weight (`float`, defaults to `0.0`): a penalty on loud filters, added to the loss: this weight times
+            the mean square of the gains in units of 10 dB (0 dB is transparent). 0 leaves only the budget
+            (``cut_db``, ``boost_db``) to bound them.
     """
 
     surrogates: tuple[str, ...] = ("raw_cnn", "logmel_cnn")
@@ -63,10 +76,16 @@ class DesignRecipe:
     learning_rate: float = 1.0
     clip_seconds: float = 1.0
     targets: str = "cycle"
+    objective: str = "targeted"
+    quality_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.targets not in TARGETS:
             raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.objective == "minimise" and self.targets != "cycle":
+            raise ValueError("objective='minimise' pushes every class to its own label: leave targets at 'cycle'.")
         if not self.surrogates or any(s not in CNN_MODELS for s in self.surrogates):
             raise ValueError(f"surrogates must be a non-empty subset of {list(CNN_MODELS)}, got {self.surrogates!r}.")
         for name in ("steps", "surrogate_epochs", "batch_size"):
@@ -76,6 +95,8 @@ class DesignRecipe:
         for name in ("learning_rate", "clip_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}.")
+        if not self.quality_weight >= 0:
+            raise ValueError(f"quality_weight must be >= 0, got {self.quality_weight!r}.")
 
 
 def target_cycle(key: PosCUDAKey, num_classes: int) -> np.ndarray:
@@ -146,45 +167,91 @@ def design_signatures(
         return torch.fft.irfft(spectrum, n=2 * n)[:, :n]
 
     audio, labels = torch.from_numpy(data.audio), torch.from_numpy(data.labels)
-    surrogates, info = [], {}
-    for i, name in enumerate(recipe.surrogates):
-        torch.manual_seed(seed + i)
-        model = build_cnn(name, num_classes, sr)
-        train_cnn(model, (data.audio, data.labels), (data.audio[:1], data.labels[:1]),
-                  TrainingRecipe(epochs=recipe.surrogate_epochs, seed=seed + i, eval_every_epoch=False),
-                  desc=f"surrogate {name}")
-        model.eval().requires_grad_(False)
-        surrogates.append(model)
-    if recipe.targets == "cycle":
-        sigma = target_cycle(key, num_classes)
-    else:  # the classes the clean surrogates already confuse most: the least change reaches them
-        with torch.no_grad():
-            logp = torch.cat([sum(torch.log_softmax(m(audio[i : i + 256]), -1) for m in surrogates)
-                              for i in range(0, len(audio), 256)]) / len(surrogates)
-        affinity = np.stack([logp[labels == c].mean(0).numpy() if (labels == c).any()
-                             else np.zeros(num_classes) for c in range(num_classes)])
-        sigma = nearest_targets(affinity)
+    gains, info = _optimise(audio, labels, num_classes, sr, start, apply, config, recipe, seed, key)
+    logger.info("Designed %d classes against %s: %s", num_classes, list(recipe.surrogates), info)
+    info = {"objective": recipe.objective, "targets": recipe.targets,
+            "recipe": asdict(recipe) | {"surrogates": list(recipe.surrogates)},
+            "sampling_rate": sr, "clips": len(audio), **info}
+    return DesignedSignature(gains.detach().numpy().astype(np.float64), config.num_bands, config.band_low_hz,
+                             config.band_high_hz, method=recipe.objective, info=info)
+
+
+def _penalty(gains: torch.Tensor, recipe: DesignRecipe) -> torch.Tensor:
+    """The quality penalty: ``quality_weight`` times the mean square of the gains in units of 10 dB."""
+    return recipe.quality_weight * (gains / 10.0).square().mean()
+
+
+def _optimise(audio: torch.Tensor, labels: torch.Tensor, num_classes: int, sr: int, start: np.ndarray, apply: Any,
+              config: PosCUDAConfig, recipe: DesignRecipe, seed: int,
+              key: PosCUDAKey) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The gains, by Adam from ``start``: against surrogates trained on the clean clips (targeted), against fresh
+    surrogates that learn the protected clips step by step beside them (error-minimising), or both losses summed."""
+    fixed: list[torch.nn.Module] = []  # trained on the clean clips first, then frozen (targeted)
+    if recipe.objective in ("targeted", "both"):
+        for i, name in enumerate(recipe.surrogates):
+            torch.manual_seed(seed + i)
+            model = build_cnn(name, num_classes, sr)
+            train_cnn(model, (audio.numpy(), labels.numpy()), (audio[:1].numpy(), labels[:1].numpy()),
+                      TrainingRecipe(epochs=recipe.surrogate_epochs, seed=seed + i, eval_every_epoch=False),
+                      desc=f"surrogate {name}")
+            fixed.append(model.eval().requires_grad_(False))
+        target = torch.from_numpy(_targets(recipe, key, fixed, audio, labels, num_classes)[labels.numpy()])
+    learners: list[tuple[torch.nn.Module, torch.optim.Optimizer]] = []  # learn the protected clips (minimise)
+    if recipe.objective in ("minimise", "both"):
+        training = TrainingRecipe()
+        for i, name in enumerate(recipe.surrogates):
+            torch.manual_seed(seed + len(fixed) + i)
+            model = build_cnn(name, num_classes, sr)
+            learners.append((model, torch.optim.AdamW(model.parameters(), lr=training.learning_rate,
+                                                      weight_decay=training.weight_decay)))
     gains = torch.tensor(start, dtype=torch.float32, requires_grad=True)
     optimizer = torch.optim.Adam([gains], lr=recipe.learning_rate)
-    target = torch.from_numpy(sigma[data.labels])
     generator = torch.Generator().manual_seed(seed)
-    for _ in range(recipe.steps):
+    for _ in tqdm(range(recipe.steps), desc=f"design ({recipe.objective})", leave=False):
         idx = torch.randint(0, len(audio), (recipe.batch_size,), generator=generator)
+        if learners:
+            with torch.no_grad():
+                protected = apply(audio[idx], labels[idx], gains)
+            for model, model_optimizer in learners:
+                model.train()
+                model_optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(protected), labels[idx]).backward()
+                model_optimizer.step()
         batch = apply(audio[idx], labels[idx], gains)
-        loss = sum(torch.nn.functional.cross_entropy(m(batch), target[idx]) for m in surrogates) / len(surrogates)
+        loss = _penalty(gains, recipe)
+        if fixed:
+            loss = loss + sum(torch.nn.functional.cross_entropy(m(batch), target[idx]) for m in fixed) / len(fixed)
+        if learners:
+            loss = loss + sum(torch.nn.functional.cross_entropy(m.eval()(batch), labels[idx])
+                              for m, _ in learners) / len(learners)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         with torch.no_grad():
             gains.clamp_(-config.cut_db, config.boost_db)
+    info: dict[str, Any] = {}
     with torch.no_grad():
-        for name, model in zip(recipe.surrogates, surrogates, strict=True):
-            answers = torch.cat([model(apply(audio[i : i + 256], labels[i : i + 256], gains)).argmax(-1)
-                                 for i in range(0, len(audio), 256)])
-            info[f"{name}_takes_target"] = round(float((answers == target).float().mean()), 4)
-    logger.info("Designed %d classes against %s: %s", num_classes, list(recipe.surrogates), info)
-    info = {"objective": "targeted", "targets": recipe.targets,
-            "recipe": asdict(recipe) | {"surrogates": list(recipe.surrogates)},
-            "sampling_rate": sr, "clips": len(audio), **info}
-    return DesignedSignature(gains.detach().numpy().astype(np.float64), config.num_bands, config.band_low_hz,
-                             config.band_high_hz, method="targeted", info=info)
+        def answers(model: torch.nn.Module, signed: bool) -> torch.Tensor:
+            return torch.cat([model(apply(audio[i : i + 256], labels[i : i + 256], gains) if signed
+                                    else audio[i : i + 256]).argmax(-1) for i in range(0, len(audio), 256)])
+
+        for name, model in zip(recipe.surrogates[: len(fixed)], fixed, strict=True):
+            info[f"{name}_takes_target"] = round(float((answers(model, True) == target).float().mean()), 4)
+        for name, (model, _) in zip(recipe.surrogates[: len(learners)], learners, strict=True):
+            model.eval()
+            for what, signed in (("protected", True), ("clean", False)):
+                info[f"{name}_{what}_accuracy"] = round(float((answers(model, signed) == labels).float().mean()), 4)
+    return gains, info
+
+
+def _targets(recipe: DesignRecipe, key: PosCUDAKey, surrogates: list[torch.nn.Module], audio: torch.Tensor,
+             labels: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Each class's target: the key's cycle, or the assignment the clean surrogates find easiest."""
+    if recipe.targets == "cycle":
+        return target_cycle(key, num_classes)
+    with torch.no_grad():  # the classes the clean surrogates already confuse most: the least change reaches them
+        logp = torch.cat([sum(torch.log_softmax(m(audio[i : i + 256]), -1) for m in surrogates)
+                          for i in range(0, len(audio), 256)]) / len(surrogates)
+    affinity = np.stack([logp[labels == c].mean(0).numpy() if (labels == c).any()
+                         else np.zeros(num_classes) for c in range(num_classes)])
+    return nearest_targets(affinity)
