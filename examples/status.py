@@ -179,8 +179,9 @@ def status_lines(link_base: str = "docs") -> str:
         f"{_span(f['probe'])} ({f['tuned_keys']} keys, both splits). {link('Fine-tuning threat', 'results/fine-tuning.md')}",
         f"- The price is audio quality: PESQ {f['pesq']:.2f} (default), {f['pesq_designed']:.2f} (designed), "
         f"{f['pesq_v01']:.2f} (0.1); of the settings at PESQ ≥ {GOAL_PESQ:.1f}, blind equalisation leaves the raw "
-        f"CNN at {_pct(f['best_eq_at_goal_pesq'])} at best. "
-        f"{link('Sweep and frontier', 'results/sweep.md')}",
+        f"CNN at {_pct(f['best_eq_at_goal_pesq'])} at best, which is why the default stays below {GOAL_PESQ:.1f}. "
+        f"{link('The choice of presets', 'results/index.md#the-choice-for-03')}, "
+        f"{link('sweep and frontier', 'results/sweep.md')}",
         f"- `audit` flagged {f['audit_flagged']} / {f['audit_models']} models trained on a protected copy (all or a "
         f"quarter of their data; {f['audit_queries']} queries) at p ≤ 1e-6{missed}, and {f['audit_false']} of "
         f"{f['audit_pairs']} clean or other-key pairs; "
