@@ -209,15 +209,12 @@ def _optimise(audio: torch.Tensor, labels: torch.Tensor, num_classes: int, sr: i
     generator = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(recipe.steps), desc=f"design ({recipe.objective})", leave=False):
         idx = torch.randint(0, len(audio), (recipe.batch_size,), generator=generator)
-        if learners:
-            with torch.no_grad():
-                protected = apply(audio[idx], labels[idx], gains)
-            for model, model_optimizer in learners:
-                model.train()
-                model_optimizer.zero_grad()
-                torch.nn.functional.cross_entropy(model(protected), labels[idx]).backward()
-                model_optimizer.step()
         batch = apply(audio[idx], labels[idx], gains)
+        for model, model_optimizer in learners:  # one step on the protected batch, then the gains' step
+            model.train()
+            model_optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(batch.detach()), labels[idx]).backward()
+            model_optimizer.step()
         loss = _penalty(gains, recipe)
         if fixed:
             loss = loss + sum(torch.nn.functional.cross_entropy(m(batch), target[idx]) for m in fixed) / len(fixed)
