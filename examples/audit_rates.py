@@ -7,6 +7,10 @@ false-positive rows.
         --models logmel_cnn,raw_cnn --fractions 1,0.25 --attacks none
     python examples/audit_rates.py run --fsdd ../shared/data/fsdd/recordings --models raw_cnn --fractions 0.25 \
         --long-audit 3000                          # the same models again, each audited once with 3,000 queries
+    python examples/audit_rates.py run --fsdd ../shared/data/fsdd/recordings --task speakers --decoys 19 \
+        --models raw_cnn,ge2e-probe --clean    # speakers (6 classes: alpha 1e-4, 19 decoys)
+    python examples/audit_rates.py run --task librispeech --speaker-folder PATH \
+        --models raw_cnn,ge2e-probe --clean    # LibriSpeech speakers (10 classes; probe: its 220 test windows)
     python examples/audit_rates.py report --docs docs  # summary.md and the docs' audit table, from the record
 
 Every trained model is one line of ``runs.jsonl`` (resumable: a re-run skips what is there), holding every audit
@@ -39,11 +43,12 @@ from hf_poscuda.evaluation.auditing import model_predictor
 from hf_poscuda.evaluation.experiment import train_model
 from hf_poscuda.evaluation.protocol import _append, _drop_unfinished_line, _read_jsonl
 from hf_poscuda.evaluation.training import train_cnn
-from hf_poscuda.sources import load_fsdd
+from hf_poscuda.sources import load_fsdd, load_speaker_folder
 
 logger = logging.getLogger("audit_rates")
 OUT = Path("examples/results/audit")
 ALPHA = 1e-6
+TASK_NAMES = {"speakers": " (speakers)", "librispeech": " (LibriSpeech speakers)"}  # how the table names a task
 SPEAKER_ALPHA = 1e-4  # 6 classes: even 19 decoys cannot go below 1 / (20 * 6!) = 6.9e-5
 FINETUNE = TrainingRecipe(epochs=2, learning_rate=1e-3)  # the adversary's clean fine-tuning after the fact
 CLEAN_AUDIT_KEYS = range(10)  # a clean model is audited with public keys 0-9 (false-positive pairs)
@@ -89,7 +94,7 @@ def audits_of(trained: Any, key: int, attack: str, probe: Any, test: AudioArrays
 
     def audit(audited: int, predictor: Any, label: str, queries: int | None = None) -> dict[str, Any]:
         result = audit_model(predictor, probe, public_eval_key(audited), num_decoys=args.decoys,
-                             max_queries=queries or args.queries, alpha=ALPHA if args.task == "digits" else SPEAKER_ALPHA,
+                             max_queries=queries or args.queries, alpha=SPEAKER_ALPHA if args.task == "speakers" else ALPHA,
                              stamp_cache=cache, progress=False)
         logger.info("  audit key %d (%s): rate %.2f, decoys %.2f, p %.3g", audited, label, result.key_rate,
                     result.decoy_mean, result.p_value)
@@ -126,12 +131,15 @@ def run(args: argparse.Namespace) -> None:
     _drop_unfinished_line(runs_path)
     done = {run_id(r["model"], r["key"], r["fraction"], r["attack"], r.get("task", "digits"), r.get("long_audit", 0))
             for r in _read_jsonl(runs_path)}
-    data = load_fsdd(args.fsdd, task=args.task)
+    # LibriSpeech: utterance-disjoint 1 s windows of a speaker folder (10 classes, so alpha as for the digits)
+    data = (load_speaker_folder(args.speaker_folder) if args.task == "librispeech"
+            else load_fsdd(args.fsdd, task=args.task))
     recipe = TrainingRecipe(epochs=args.epochs, hf_epochs=args.hf_epochs)
     clean = to_arrays(data["train"], recipe.clip_seconds)
     test = to_arrays(data["test"], recipe.clip_seconds)
     speakers = list(data["train"]["speaker"])
-    tune_rows = np.isin(speakers, ["george", "jackson"])  # the adversary's own clean data for fine-tuning
+    tuners = ["george", "jackson"] if args.task != "librispeech" else sorted(set(speakers))[:2]
+    tune_rows = np.isin(speakers, tuners)  # the adversary's own clean data for fine-tuning
     clean_tune = AudioArrays(clean.audio[tune_rows], clean.labels[tune_rows], clean.sampling_rate)
     cache: dict = {}
     models = [ModelSpec.parse(m) for m in args.models.split(",")]
@@ -182,7 +190,7 @@ def run(args: argparse.Namespace) -> None:
 
 def shown(needed: list[int | None], task: str) -> str:
     """The queries-needed cell: the key alone cannot reach 1e-6 with 6 classes (its floor is 1 / 6! = 1.4e-3)."""
-    if task != "digits":
+    if task == "speakers":
         return "– (6 classes)"
     return "never" if None in needed else str(max(needed))
 
@@ -214,7 +222,7 @@ def report(out: Path = OUT, *, write: bool = True) -> str:
         counter = attack if pipeline == "model" else f"{attack}; {pipeline.removeprefix('model, ')}"
         accuracy = np.mean([a.get("finetuned_test_accuracy", r["test_accuracy"]) for r, a in group])
         lines.append(
-            f"| {model}{' (speakers)' if task == 'speakers' else ''} | {data} | {counter} | {len(group)} | {100 * accuracy:.1f} % | "
+            f"| {model}{TASK_NAMES.get(task, '')} | {data} | {counter} | {len(group)} | {100 * accuracy:.1f} % | "
             f"{sum(a['p_value'] <= a.get('alpha', ALPHA) for a in audits)} / {len(group)} | "
             f"{100 * np.mean([a['key_rate'] for a in audits]):.1f} / {100 * np.mean([a['decoy_mean'] for a in audits]):.1f} % | "
             f"{max(a['p_value'] for a in audits):.2g} | {shown(needed, task)} |"
@@ -236,8 +244,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--fsdd", required=True)
-    r.add_argument("--task", default="digits", choices=["digits", "speakers"], help="what the label is")
+    r.add_argument("--fsdd", help="FSDD recordings (the digits and speakers tasks)")
+    r.add_argument("--task", default="digits", choices=["digits", "speakers", "librispeech"],
+                   help="what the label is: the FSDD digit or speaker, or the speaker of --speaker-folder")
+    r.add_argument("--speaker-folder", help="--task librispeech: root/<speaker>/<utterance>.flac")
     r.add_argument("--keys", default="0,1,2,3,4")
     r.add_argument("--models", default="logmel_cnn,raw_cnn")
     r.add_argument("--fractions", default="1")
@@ -259,6 +269,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.command == "run":
+        needs = "--speaker-folder" if args.task == "librispeech" else "--fsdd"
+        if not (args.speaker_folder if args.task == "librispeech" else args.fsdd):
+            parser.error(f"{needs} is required for --task {args.task}.")
         run(args)
     text = report(Path(args.output))
     if getattr(args, "docs", None):

@@ -100,7 +100,10 @@ def facts() -> dict[str, Any]:
     from audit_rates import other_key_audits
 
     others = [a for r in audits for a in other_key_audits(r)]
-    designed = ("logmel_cnn", "raw_cnn", "ge2e-probe")
+    voices = [r["audits"][0] for r in _read(RESULTS / "audit" / "runs.jsonl")
+              if r.get("task") in ("speakers", "librispeech") and r["key"] >= 0 and r["attack"] == "none"]
+    designed = ("logmel_cnn", "raw_cnn", "xvector", "ge2e-probe")
+    libri = _getter(_rows(RESULTS / "efficacy", "librispeech"))
     quiet = [r["mean"] for folder in ("efficacy", "efficacy_sweep") for r in _rows(RESULTS / folder)
              if r["setting"] != CLEAN and r["model"] == "raw_cnn" and r["attack"] == "blind_eq"
              and r["split"] == "official" and r["sampling_rate"] == 8000 and r["pesq"] >= GOAL_PESQ]
@@ -117,6 +120,7 @@ def facts() -> dict[str, Any]:
         "blind_eq_16k": [get("default", m, "blind_eq", rate=16000) for m in cnns],
         "speakers": {s: {m: speakers(s, m) for m in designed} for s in ("default", "designed")},
         "speakers_wide": {m: sweep_speakers("designed-strong", m) for m in ("raw_cnn", "ge2e-probe")},
+        "librispeech": {s: {m: libri(s, m, split="utterance") for m in designed} for s in ("default", "designed")},
         "pesq": get("default", "logmel_cnn")["pesq"],
         "pesq_designed": get("designed", "raw_cnn")["pesq"],
         "pesq_v01": get("v0.1", "logmel_cnn")["pesq"],
@@ -134,6 +138,8 @@ def facts() -> dict[str, Any]:
         "audit_queries": _keys({a["queries"] for a in own}),
         "audit_false": sum(a["p_value"] <= 1e-6 for a in others),
         "audit_pairs": len(others),
+        "audit_voices": sum(a["p_value"] <= a["alpha"] for a in voices),
+        "audit_voice_models": len(voices),
     }
 
 
@@ -148,7 +154,7 @@ def status_lines(link_base: str = "docs") -> str:
     def cells(rows: dict[str, dict[str, Any]], names: dict[str, str]) -> str:
         return ", ".join(f"{names[m]} {_pct(r['mean'])}" for m, r in rows.items())
 
-    short = {"logmel_cnn": "log-mel CNN", "raw_cnn": "raw CNN", "ge2e-probe": "GE2E probe"}
+    short = {"logmel_cnn": "log-mel CNN", "raw_cnn": "raw CNN", "xvector": "x-vector", "ge2e-probe": "GE2E probe"}
     plain = ", ".join(f"{MODELS[m]} {_pct(r['mean'])}" for m, r in f["plain"].items())
     eq, eq16 = (" / ".join(f"{100 * r['mean']:.1f}" for r in f[k]) for k in ("blind_eq", "blind_eq_16k"))
     designed_keys = _keys({r["keys"] for r in f["designed"].values()})
@@ -169,7 +175,11 @@ def status_lines(link_base: str = "docs") -> str:
         f"{cells(f['speakers']['default'], short)}; designed {cells(f['speakers']['designed'], short)} "
         f"({speaker_keys} keys; GE2E is a real pretrained speaker encoder); designed with a wider budget "
         f"(`--set cut_db=40 --set boost_db=15`): {cells(f['speakers_wide'], short)} "
-        f"({_keys({r['keys'] for r in f['speakers_wide'].values()})} keys). {link('Speakers', 'results/speakers.md')}",
+        f"({_keys({r['keys'] for r in f['speakers_wide'].values()})} keys). Real read speech (10 LibriSpeech "
+        f"speakers, chance 10 %): default {cells(f['librispeech']['default'], short)}; designed "
+        f"{cells(f['librispeech']['designed'], short)} "
+        f"({_keys({r['keys'] for s in f['librispeech'].values() for r in s.values()})} keys). "
+        f"{link('Speakers', 'results/speakers.md')}",
         f"- Blind equalisation lifts the default's CNNs to {eq} % (16 kHz: {eq16} %) and the designed preset's raw "
         f"CNN to {_pct(f['designed_blind_eq']['mean'])}; an adversary who reads the card and equalises each class "
         f"(`class_eq`) lifts the raw CNN to {' / '.join(_pct(r['mean']) for r in f['class_eq'])} (default / "
@@ -184,7 +194,8 @@ def status_lines(link_base: str = "docs") -> str:
         f"{link('sweep and frontier', 'results/sweep.md')}",
         f"- `audit` flagged {f['audit_flagged']} / {f['audit_models']} models trained on a protected copy (all or a "
         f"quarter of their data; {f['audit_queries']} queries) at p ≤ 1e-6{missed}, and {f['audit_false']} of "
-        f"{f['audit_pairs']} clean or other-key pairs; "
+        f"{f['audit_pairs']} clean or other-key pairs; with the speaker as the label (FSDD, LibriSpeech), "
+        f"{f['audit_voices']} / {f['audit_voice_models']} (models that still identify the speakers); "
         f"`verify` found {f['hits']} / {f['hit_keys']} keys, {f['false']} false positives in {f['false_checks']} "
         f"checks. {link('Audit', 'audit.md')}, {link('Verify', 'verify.md')}",
     ]

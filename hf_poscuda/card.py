@@ -304,20 +304,23 @@ SPEAKER_GOAL, SPEAKER_GOAL_GE2E = 0.30, 0.35  # issue 22: speakers, from-scratch
 
 def _speaker_rows(measured: Mapping[str, Any], preset: Mapping[str, Any],
                   cell: Any) -> tuple[list[dict[str, str]], bool, set[int]]:
-    """The speaker task's rows of a measured preset (8 kHz, no countermeasure), whether every model met the speaker
-    goal on both splits, and the key counts shown."""
+    """The speaker task's rows of a measured preset (8 kHz, no countermeasure): FSDD's speakers on both splits and
+    LibriSpeech's (task ``"librispeech"``); whether every model met the speaker goal everywhere, and the key counts
+    shown."""
     def runs_of(entry: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
-        return {(r["split"], r["model"]): r for r in entry.get("runs", []) if r.get("task") == "speakers"
-                and r["attack"] == "none" and r["sampling_rate"] == 8000}
+        return {(r["split"], r["model"]): r for r in entry.get("runs", [])
+                if r.get("task") in ("speakers", "librispeech") and r["attack"] == "none" and r["sampling_rate"] == 8000}
 
     runs, clean = runs_of(preset), runs_of(measured["presets"].get("clean", {}))
     rows, held, keys = [], True, set()
     for model in dict.fromkeys(m for (_, m) in runs):
         goal = SPEAKER_GOAL_GE2E if model.startswith("ge2e") else SPEAKER_GOAL
-        c = clean.get(("official", model))
+        c, c_libri = clean.get(("official", model)), clean.get(("utterance", model))
         rows.append({"name": model, "clean": _pct(c["mean"]) if c else "–",
-                     "official": cell(runs.get(("official", model))), "digit": cell(runs.get(("digit", model)))})
-        for split in ("official", "digit"):
+                     "official": cell(runs.get(("official", model))), "digit": cell(runs.get(("digit", model))),
+                     "clean_librispeech": _pct(c_libri["mean"]) if c_libri else "–",
+                     "librispeech": cell(runs.get(("utterance", model)))})
+        for split in ("official", "digit", "utterance"):
             r = runs.get((split, model))
             if r is not None:
                 keys.add(r["keys"])

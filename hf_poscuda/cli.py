@@ -99,7 +99,7 @@ def design(
     preset: Annotated[str, typer.Option("--preset", help="The layout and budget to design for.")] = "designed",
     knobs: KnobsOpt = None,
     surrogates: Annotated[str, typer.Option("--surrogates", help="Comma-separated surrogate models: raw_cnn, "
-                                            "logmel_cnn.")] = "raw_cnn,logmel_cnn",
+                                            "logmel_cnn, xvector.")] = "raw_cnn,logmel_cnn",
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimisation steps.")] = 600,
     audio_column: AudioColOpt = "audio",
     label_column: LabelColOpt = "label",
@@ -636,8 +636,8 @@ def evaluate(
     ] = None,
     knobs: KnobsOpt = None,
     models: Annotated[
-        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, wav2vec2[-tiny|-small], ast[...] "
-                                           "(from scratch; alone they mean the small size), or NAME[@MODE]:CKPT to "
+        str, typer.Option("--models", help="Comma-separated: logmel_cnn, raw_cnn, xvector, wav2vec2[-tiny|-small], "
+                                           "ast[...] (from scratch; alone they mean the small size), or NAME[@MODE]:CKPT to "
                                            "fine-tune a checkpoint (folder or Hub id), MODE full (default), partial "
                                            "or probe (a linear probe on frozen features)")
     ] = "logmel_cnn,raw_cnn",

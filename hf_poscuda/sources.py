@@ -101,6 +101,106 @@ def load_fsdd(
     )
 
 
+def speaker_folder_features(speakers: Sequence[str]) -> Features:
+    """The columns of :func:`load_speaker_folder`: ``label`` is the speaker (``speakers`` in class order)."""
+    return Features(
+        {
+            "audio": Audio(),
+            "label": ClassLabel(names=list(speakers)),
+            "speaker": Value("string"),
+            "utterance": Value("string"),
+            "window": Value("int32"),
+        }
+    )
+
+
+SPEAKER_FOLDER_AUDIO = (".flac", ".wav")
+
+
+def load_speaker_folder(
+    root: str | os.PathLike[str], sampling_rate: int = 8000, clip_seconds: float = 1.0, test_utterances: int = 3,
+    silence_db: float = 30.0,
+) -> DatasetDict:
+    """Load a speaker-identification corpus laid out as ``root/<speaker>/<utterance>.flac`` (or ``.wav``) into
+    train and test splits of fixed-length windows, ``label`` being the speaker: a privacy task on real recordings
+    beside FSDD's (e.g. the LibriSpeech test-other subset of the Resemblyzer repository, see
+    ``docs/results/speakers.md``).
+
+    Each speaker's utterances are taken in file-name order; the last ``test_utterances`` of them are test, the rest
+    train, so no utterance is on both sides. Every utterance is mixed to mono, resampled, and cut into consecutive
+    windows of ``clip_seconds`` (a shorter tail is dropped); a window more than ``silence_db`` below its utterance's
+    RMS is silence and is dropped.
+
+    Args:
+        root (`str` or `os.PathLike`): the corpus folder, one sub-folder per speaker (its name is the class name).
+        sampling_rate (`int`, defaults to `8000`): the rate of the returned audio (polyphase resampling, stored as
+            32-bit float WAV).
+        clip_seconds (`float`, defaults to `1.0`): window length.
+        test_utterances (`int`, defaults to `3`): utterances per speaker that are test.
+        silence_db (`float`, defaults to `30.0`): windows this far below their utterance's RMS are dropped.
+
+    Raises:
+        ValueError: no speaker folder with audio under ``root``, or a speaker with too few utterances for the split.
+
+    Example:
+
+    ```py
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np, soundfile as sf
+    >>> from hf_poscuda.sources import load_speaker_folder
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for speaker in ("ann", "bob"):
+    ...     (root / speaker).mkdir()
+    ...     for i in range(4):
+    ...         sf.write(root / speaker / f"{i}.wav", np.random.default_rng(i).normal(0, 0.1, 3 * 16000), 16000)
+    >>> ds = load_speaker_folder(root, test_utterances=1)
+    >>> ds["train"].num_rows, ds["test"].num_rows, ds["test"].features["label"].names, ds["test"]["utterance"][:3]
+    (18, 6, ['ann', 'bob'], ['3', '3', '3'])
+
+    ```
+    """
+    import soundfile as sf
+
+    from .audio_io import encode_audio
+    from .quality import change_rate
+
+    if test_utterances < 1 or clip_seconds <= 0:
+        raise ValueError(f"test_utterances must be >= 1 and clip_seconds > 0, got {test_utterances}, {clip_seconds}.")
+    folders = {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in SPEAKER_FOLDER_AUDIO)
+               for d in sorted(Path(root).iterdir()) if d.is_dir()} if Path(root).is_dir() else {}
+    folders = {name: files for name, files in folders.items() if files}
+    if not folders:
+        raise ValueError(f"No speaker folders with {'/'.join(SPEAKER_FOLDER_AUDIO)} files under {str(root)!r}; "
+                         "expected root/<speaker>/<utterance>.flac.")
+    short = [name for name, files in folders.items() if len(files) <= test_utterances]
+    if short:
+        raise ValueError(f"Speakers {short} have at most {test_utterances} utterances: none would be left to train "
+                         "on. Lower test_utterances or leave those speakers out.")
+    speakers = list(folders)
+    width = int(round(clip_seconds * sampling_rate))
+    columns: dict[str, dict[str, list[Any]]] = {
+        split: {"audio": [], "label": [], "speaker": [], "utterance": [], "window": []} for split in ("train", "test")
+    }
+    for label, (speaker, files) in enumerate(folders.items()):
+        for index, path in enumerate(files):
+            data, sr = sf.read(path, dtype="float32", always_2d=True)
+            mono = change_rate(data.mean(axis=1), sr, sampling_rate).astype(np.float32)
+            floor = np.sqrt(np.mean(mono**2)) * 10 ** (-silence_db / 20)
+            c = columns["test" if index >= len(files) - test_utterances else "train"]
+            for w in range(len(mono) // width):
+                clip = mono[w * width : (w + 1) * width]
+                if np.sqrt(np.mean(clip**2)) < floor:
+                    continue
+                c["audio"].append({"bytes": encode_audio(clip[None], sampling_rate), "path": f"{path.stem}_{w}.wav"})
+                c["label"].append(label)
+                c["speaker"].append(speaker)
+                c["utterance"].append(path.stem)
+                c["window"].append(w)
+    features = speaker_folder_features(speakers)
+    return DatasetDict({name: Dataset.from_dict(c, features=features) for name, c in columns.items()})
+
+
 def _resampled(path: Path, sampling_rate: int | None) -> bytes:
     if sampling_rate is None:
         return path.read_bytes()

@@ -77,7 +77,10 @@ TABLES_ADDED = {
        for suffix in ("", "-blind-eq")},
     **{f"efficacy:digits-{split}-tiers{suffix}": "results/speakers.md" for split in ("official", "speaker")
        for suffix in ("", "-blind-eq")},
-    **{f"efficacy:{task}-official-class-eq": "results/speakers.md" for task in ("speakers", "digits")},
+    **{f"efficacy:{task}-class-eq": "results/speakers.md"
+       for task in ("speakers-official", "speakers-digit", "digits-official", "digits-speaker")},
+    **{f"efficacy:librispeech{suffix}": "results/speakers.md" for suffix in ("", "-countermeasures")},
+    "efficacy:designed-attacks": "results/countermeasures.md",
     "audit:evidence": "audit.md",
     "efficacy:goals": "results/index.md",
     "efficacy:tiers-0.3": "results/sweep.md",

@@ -27,10 +27,11 @@ SR = 8000
 FREQS = (300.0, 700.0, 1500.0, 3000.0)
 
 
-def tones(n_per_class: int, seed: int, informative: bool = True, cue: bool = False) -> AudioArrays:
+def tones(n_per_class: int, seed: int, informative: bool = True, cue: bool = False, gated: bool = False) -> AudioArrays:
     """Class c = a tone at FREQS[c] (if informative; else a random one of them), plus noise.
 
     With ``cue``, the label is also written as an obvious synthetic cue: a loud click train whose rate is the class.
+    With ``gated``, the tone sounds in the first half of the clip only (a cue that is not static over the clip).
     """
     rng = np.random.default_rng(seed)
     t = np.arange(int(0.5 * SR)) / SR
@@ -39,6 +40,8 @@ def tones(n_per_class: int, seed: int, informative: bool = True, cue: bool = Fal
         for _ in range(n_per_class):
             f = FREQS[c] if informative else FREQS[rng.integers(len(FREQS))]
             x = 0.3 * rng.uniform(0.5, 1.0) * np.sin(2 * np.pi * f * t + rng.uniform(0, 6))
+            if gated:
+                x[len(t) // 2 :] = 0.0
             x += 0.05 * rng.standard_normal(len(t))
             if cue:
                 x[:: 40 * (c + 1)] += 0.9
@@ -52,12 +55,41 @@ def test_accuracy_metric_loads_offline_from_the_package():
     assert math.isnan(accuracy(np.array([]), np.array([])))
 
 
-@pytest.mark.parametrize("model", ["logmel_cnn", "raw_cnn"])
+@pytest.mark.parametrize("model", ["logmel_cnn", "raw_cnn", "xvector"])
 def test_control_evaluation_detects_learning(model):
+    # the x-vector divides out what is static over a clip (a steady tone too): its tones sound in half the clip
+    gated = model == "xvector"
     recipe = TrainingRecipe(epochs=8, batch_size=16, eval_every_epoch=False)
-    result = train_model(ModelSpec(model), tones(20, 0), tones(10, 1), recipe, "control")
+    result = train_model(ModelSpec(model), tones(20, 0, gated=gated), tones(10, 1, gated=gated), recipe, "control")
     assert result.test_accuracy >= 0.9 and result.train_accuracy >= 0.9
     assert result.steps == 8 * 5 and len(result.curve) == 8
+
+
+def test_xvector_divides_out_a_static_filter_the_log_mel_cnn_does_not():
+    """The x-vector TDNN removes each mel band's mean over the clip, as speaker-recognition front ends do: a gain
+    that is constant over the clip in every band (a static class filter, to the front end's resolution) leaves its
+    output unchanged. The log-mel CNN normalises the whole spectrogram only, so the same gains change its output."""
+    import torch
+
+    from hf_poscuda.evaluation import build_cnn
+
+    class Shifted(torch.nn.Module):
+        def __init__(self, frontend: torch.nn.Module) -> None:
+            super().__init__()
+            self.frontend = frontend
+
+        def forward(self, audio: torch.Tensor) -> torch.Tensor:
+            return self.frontend(audio) + torch.linspace(-3.0, 3.0, 40)[None, :, None]  # ±3 nepers per band
+
+    audio = torch.from_numpy(tones(2, 0).audio)
+    for name, invariant in (("xvector", True), ("logmel_cnn", False)):
+        torch.manual_seed(0)
+        model = build_cnn(name, 4, SR).eval()
+        with torch.no_grad():
+            plain = model(audio)
+            model.logmel = Shifted(model.logmel)
+            shifted = model(audio)
+        assert torch.allclose(plain, shifted, atol=1e-4) is invariant, name
 
 
 def test_control_evaluation_detects_a_shortcut():

@@ -78,6 +78,30 @@ def test_the_default_is_measured_with_the_whole_protocol():
         assert count(setting="default", split="official", model="logmel_cnn", attack=attack) >= 2, attack
 
 
+def test_every_scorecard_cell_stands_on_five_keys():
+    """Issue 22's scorecard (``GOALS``) for both presets: every model a goal names on its task and split (the
+    x-vector TDNN included), and for the countermeasure goals the raw CNN with blind EQ and `class_eq` and the GE2E
+    probe with `class_eq`, on every split and on LibriSpeech, each over the 5 public keys."""
+    from hf_poscuda.evaluation.protocol import GOALS
+
+    runs = read(RESULTS, "runs.jsonl")
+
+    def keys(setting: str, task: str, split: str, model: str, attack: str) -> set[int]:
+        return {r["key"] for r in runs if r["setting"] == setting and r.get("task", "digits") == task
+                and r["split"] == split and r["model"] == model and r["attack"] == attack
+                and r["sampling_rate"] == 8000 and not r.get("skipped")}
+
+    assert {(g.task, g.split) for g in GOALS if g.countermeasures} == {
+        ("digits", "official"), ("digits", "speaker"), ("speakers", "official"), ("speakers", "digit"),
+        ("librispeech", "utterance")}
+    for setting in ("default", "designed"):
+        for goal in GOALS:
+            cells = ([("raw_cnn", "blind_eq"), ("raw_cnn", "class_eq"), ("ge2e-probe", "class_eq")]
+                     if goal.countermeasures else [(m, NO_ATTACK) for m in goal.models])
+            for model, attack in cells:
+                assert keys(setting, goal.task, goal.split, model, attack) == KEYS, (setting, goal.label, model)
+
+
 def test_the_sweep_is_recorded_for_dozens_of_settings():
     runs = read(SWEEP, "runs.jsonl")
     settings = {r["setting"] for r in runs if r["setting"] != CLEAN}
@@ -203,6 +227,16 @@ def test_a_card_without_report_quotes_fsdd_and_says_when_protection_failed():
     assert ("did not hold for every model" in card) == (failed or not context["all_held"])
     assert failed <= ("did not hold for every model" in card)  # a failure is always said
     assert fsdd_context(PosCUDAConfig.from_preset("paper").to_dict()) is None  # not measured: nothing quoted
+    # the speaker table ends with real read speech (LibriSpeech): each model's mean over keys (worst key)
+    libri = [r for r in read(RESULTS, "runs.jsonl") if r["setting"] == "default" and r.get("task") == "librispeech"
+             and r["attack"] == NO_ATTACK and r["sampling_rate"] == 8000]
+    assert {r["model"] for r in libri} >= {"raw_cnn", "ge2e-probe"}
+    for model in {r["model"] for r in libri}:
+        accs = [r["test_accuracy"] for r in libri if r["model"] == model]
+        quoted = f"| {100 * sum(accs) / len(accs):.1f} % ({100 * max(accs):.0f} %) |"
+        assert any(line.startswith(f"| {model} |") and line.rstrip().endswith(quoted) for line in card.splitlines())
+    if any(r["test_accuracy"] > 0.35 for r in libri):
+        assert "**For speaker identity the protection did not hold**" in card
     # the fine-tuning threat: every fine-tuned model is quoted in its own table, with its mean over keys
     from hf_poscuda.evaluation.protocol import display_label
 

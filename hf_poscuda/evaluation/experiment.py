@@ -31,7 +31,8 @@ class ModelSpec:
     """A model to evaluate.
 
     Args:
-        name (`str`): ``"logmel_cnn"``, ``"raw_cnn"``, ``"wav2vec2"``, ``"ast"`` or ``"ge2e"`` (the real pretrained
+        name (`str`): ``"logmel_cnn"``, ``"raw_cnn"``, ``"xvector"`` (an x-vector TDNN, a speaker network
+            of another shape), ``"wav2vec2"``, ``"ast"`` or ``"ge2e"`` (the real pretrained
             speaker encoder; ``finetune`` is then its adversary: ``"probe"``, ``"mlp"`` or ``"finetune"``, see
             :mod:`~hf_poscuda.evaluation.ge2e`).
         checkpoint (`str`, *optional*): for wav2vec2/AST, a local folder or Hub id to fine-tune.

@@ -1,7 +1,8 @@
-"""Models the evaluation trains: two light CNN baselines (pure torch) and wav2vec2 / AST (transformers).
+"""Models the evaluation trains: three light convolutional baselines (pure torch) and wav2vec2 / AST (transformers).
 
-The CNNs see fixed-length raw audio ``[batch, samples]``; the log-mel CNN computes its features inside the model
-(mel filters from ``transformers.audio_utils``), so both CNNs train on exactly the stored audio.
+The convolutional models see fixed-length raw audio ``[batch, samples]``; the log-mel CNN and the x-vector TDNN
+compute their features inside the model (mel filters from ``transformers.audio_utils``), so every one of them
+trains on exactly the stored audio.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-CNN_MODELS = ("logmel_cnn", "raw_cnn")
+#: The convolutional models trained from scratch in plain torch (one recipe, :mod:`.training`). ``"xvector"`` is a
+#: speaker-recognition network of another shape, never a design surrogate by default: a transfer test.
+CNN_MODELS = ("logmel_cnn", "raw_cnn", "xvector")
 HF_MODELS = ("wav2vec2", "ast")
 #: The real pretrained speaker encoder of the Resemblyzer wheel (:mod:`hf_poscuda.evaluation.ge2e`); its adversaries
 #: (``ModelSpec("ge2e", finetune=...)``): ``"probe"``, ``"mlp"`` or ``"finetune"`` (the last LSTM layer).
@@ -27,6 +30,28 @@ MODELS = CNN_MODELS + HF_MODELS + PRETRAINED_MODELS
 #: encoder stays frozen, as in the transformers audio-classification recipe), the upper half of the transformer
 #: and the head (``"partial"``), or the head alone on frozen features (``"probe"``, a linear probe).
 FINETUNE_MODES = ("full", "partial", "probe")
+
+
+class LogMel(nn.Module):
+    """Log-mel spectrogram ``[batch, n_mels, frames]`` of raw audio ``[batch, samples]``: 25 ms Hann windows
+    (FFT size the next power of two), 10 ms hop, ``n_mels`` Slaney mel bands from 20 Hz to Nyquist."""
+
+    def __init__(self, sampling_rate: int, n_mels: int = 40) -> None:
+        super().__init__()
+        from transformers.audio_utils import mel_filter_bank
+
+        self.n_fft = int(2 ** np.ceil(np.log2(0.025 * sampling_rate)))
+        self.hop = int(0.010 * sampling_rate)
+        mel = mel_filter_bank(
+            num_frequency_bins=self.n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=20.0,
+            max_frequency=sampling_rate / 2, sampling_rate=sampling_rate, norm="slaney", mel_scale="slaney",
+        )
+        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True).abs().pow(2)
+        return torch.log(torch.einsum("bft,fm->bmt", spec, self.mel) + 1e-6)
 
 
 class LogMelCNN(nn.Module):
@@ -40,16 +65,7 @@ class LogMelCNN(nn.Module):
 
     def __init__(self, num_classes: int, sampling_rate: int, width: int = 16, n_mels: int = 40) -> None:
         super().__init__()
-        from transformers.audio_utils import mel_filter_bank
-
-        self.n_fft = int(2 ** np.ceil(np.log2(0.025 * sampling_rate)))
-        self.hop = int(0.010 * sampling_rate)
-        mel = mel_filter_bank(
-            num_frequency_bins=self.n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=20.0,
-            max_frequency=sampling_rate / 2, sampling_rate=sampling_rate, norm="slaney", mel_scale="slaney",
-        )
-        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32), persistent=False)
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        self.logmel = LogMel(sampling_rate, n_mels)
         chans = [1, width, width * 2, width * 4, width * 4]
         blocks: list[nn.Module] = []
         for a, b in zip(chans[:-1], chans[1:], strict=True):
@@ -59,10 +75,6 @@ class LogMelCNN(nn.Module):
         self.spec_transform: Any = None  # a training-time countermeasure on the log-mel input (SpecAugment)
         self.feature_transform: Any = None  # a feature step of the adversary's pipeline (CMVN), train and test
 
-    def logmel(self, audio: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True).abs().pow(2)
-        return torch.log(torch.einsum("bft,fm->bmt", spec, self.mel) + 1e-6)
-
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         x = self.logmel(audio)
         if self.feature_transform is not None:
@@ -71,6 +83,39 @@ class LogMelCNN(nn.Module):
             x = self.spec_transform(x)
         x = (x - x.mean(dim=(1, 2), keepdim=True)) / (x.std(dim=(1, 2), keepdim=True) + 1e-5)
         return self.head(self.features(x[:, None]).mean(dim=(2, 3)))
+
+
+class XVectorTDNN(nn.Module):
+    """An x-vector speaker network (Snyder et al., 2018), scaled to FSDD: log-mel frames with cepstral-style mean
+    normalisation per clip (each band's mean over time removed, as speaker-recognition front ends do) -> 5 TDNN
+    layers (1-D convolutions over time, dilations 1, 2, 3, 1, 1; context 15 frames) -> statistics pooling (mean and
+    standard deviation over time) -> a dense layer -> linear.
+
+    Another shape than the two CNNs, and the mean normalisation divides out any filter that is static over a clip,
+    the way blind equalisation does.
+
+    Args:
+        num_classes (`int`): output classes.
+        sampling_rate (`int`): input rate; 25 ms windows, 10 ms hop, 40 mel bands up to Nyquist.
+        width (`int`, defaults to `64`): channels of the frame layers (the last one has three times as many).
+    """
+
+    def __init__(self, num_classes: int, sampling_rate: int, width: int = 64, n_mels: int = 40) -> None:
+        super().__init__()
+        self.logmel = LogMel(sampling_rate, n_mels)
+        shape = [(n_mels, width, 5, 1), (width, width, 3, 2), (width, width, 3, 3), (width, width, 1, 1),
+                 (width, 3 * width, 1, 1)]
+        layers: list[nn.Module] = []
+        for a, b, kernel, dilation in shape:
+            layers += [nn.Conv1d(a, b, kernel, dilation=dilation), nn.ReLU(), nn.BatchNorm1d(b)]
+        self.frames = nn.Sequential(*layers)
+        self.segment = nn.Sequential(nn.Linear(6 * width, width), nn.ReLU(), nn.BatchNorm1d(width))
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        x = self.logmel(audio)
+        h = self.frames(x - x.mean(dim=-1, keepdim=True))
+        return self.head(self.segment(torch.cat([h.mean(dim=-1), h.std(dim=-1)], dim=-1)))
 
 
 class RawCNN(nn.Module):
@@ -94,9 +139,11 @@ class RawCNN(nn.Module):
 
 
 def build_cnn(name: str, num_classes: int, sampling_rate: int) -> nn.Module:
-    """Build ``"logmel_cnn"`` or ``"raw_cnn"``."""
+    """Build ``"logmel_cnn"``, ``"raw_cnn"`` or ``"xvector"``."""
     if name == "logmel_cnn":
         return LogMelCNN(num_classes, sampling_rate)
+    if name == "xvector":
+        return XVectorTDNN(num_classes, sampling_rate)
     if name == "raw_cnn":
         return RawCNN(num_classes, sampling_rate)
     raise ValueError(f"Unknown CNN {name!r}; choose one of {list(CNN_MODELS)}.")
