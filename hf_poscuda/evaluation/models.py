@@ -91,8 +91,9 @@ class XVectorTDNN(nn.Module):
     layers (1-D convolutions over time, dilations 1, 2, 3, 1, 1; context 15 frames) -> statistics pooling (mean and
     standard deviation over time) -> a dense layer -> linear.
 
-    Another shape than the two CNNs, and the mean normalisation divides out any filter that is static over a clip,
-    the way blind equalisation does.
+    Another shape than the two CNNs. The mean normalisation removes a gain that is constant over every frame of a
+    clip; a static filter acts on the voiced frames only, so on clips padded with silence part of it stays (blind
+    equalisation, which averages over active frames, removes more of it).
 
     Args:
         num_classes (`int`): output classes.
