@@ -35,7 +35,7 @@ from ..designed import DesignedSignature
 from ..key import PosCUDAKey
 from .experiment import to_arrays
 from .models import CNN_MODELS, build_cnn
-from .training import TrainingRecipe, train_cnn
+from .training import TrainingRecipe, _predict, train_cnn
 
 logger = logging.getLogger(__name__)
 
@@ -226,18 +226,15 @@ def _optimise(audio: torch.Tensor, labels: torch.Tensor, num_classes: int, sr: i
         optimizer.step()
         with torch.no_grad():
             gains.clamp_(-config.cut_db, config.boost_db)
+    with torch.no_grad():  # every clip with its class's designed filter, once for every surrogate's report
+        protected = torch.cat([apply(audio[i : i + 256], labels[i : i + 256], gains)
+                               for i in range(0, len(audio), 256)]).numpy()
     info: dict[str, Any] = {}
-    with torch.no_grad():
-        def answers(model: torch.nn.Module, signed: bool) -> torch.Tensor:
-            return torch.cat([model(apply(audio[i : i + 256], labels[i : i + 256], gains) if signed
-                                    else audio[i : i + 256]).argmax(-1) for i in range(0, len(audio), 256)])
-
-        for name, model in zip(recipe.surrogates[: len(fixed)], fixed, strict=True):
-            info[f"{name}_takes_target"] = round(float((answers(model, True) == target).float().mean()), 4)
-        for name, (model, _) in zip(recipe.surrogates[: len(learners)], learners, strict=True):
-            model.eval()
-            for what, signed in (("protected", True), ("clean", False)):
-                info[f"{name}_{what}_accuracy"] = round(float((answers(model, signed) == labels).float().mean()), 4)
+    for name, model in zip(recipe.surrogates[: len(fixed)], fixed, strict=True):
+        info[f"{name}_takes_target"] = round(float((_predict(model, protected) == target.numpy()).mean()), 4)
+    for name, (model, _) in zip(recipe.surrogates[: len(learners)], learners, strict=True):
+        for what, clips in (("protected", protected), ("clean", audio.numpy())):
+            info[f"{name}_{what}_accuracy"] = round(float((_predict(model, clips) == labels.numpy()).mean()), 4)
     return gains, info
 
 
