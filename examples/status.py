@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,16 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def _rows(folder: Path, task: str = "digits") -> list[dict[str, Any]]:
+@lru_cache(maxsize=None)
+def _summary(folder: Path) -> tuple[dict[str, Any], ...]:
+    """A record folder's summary rows, read and summarised once per run of this script (every task)."""
     from hf_poscuda.evaluation.protocol import summarise
 
-    rows = summarise(_read(folder / "runs.jsonl"), _read(folder / "quality.jsonl"))
-    return [r for r in rows if r.get("task", "digits") == task]
+    return tuple(summarise(_read(folder / "runs.jsonl"), _read(folder / "quality.jsonl")))
+
+
+def _rows(folder: Path, task: str = "digits") -> list[dict[str, Any]]:
+    return [r for r in _summary(folder) if r.get("task", "digits") == task]
 
 
 def _pct(value: float) -> str:
@@ -90,7 +96,8 @@ def facts() -> dict[str, Any]:
     checks = _read(RESULTS / "verify" / "checks.jsonl")
     hits = [c for c in checks if c["case"] == "protected with the key"]
     false = [c for c in checks if c["case"] in ("clean", "protected with another key")]
-    audits = [r for r in _read(RESULTS / "audit" / "runs.jsonl") if r.get("task", "digits") == "digits"]
+    audit_runs = _read(RESULTS / "audit" / "runs.jsonl")
+    audits = [r for r in audit_runs if r.get("task", "digits") == "digits"]
     runs = [r for r in audits if r["key"] >= 0 and r["fraction"] in (1.0, 0.25) and r["attack"] == "none"
             and not r.get("long_audit")]
     own = [r["audits"][0] for r in runs]
@@ -100,7 +107,7 @@ def facts() -> dict[str, Any]:
     from audit_rates import other_key_audits
 
     others = [a for r in audits for a in other_key_audits(r)]
-    voices = [r["audits"][0] for r in _read(RESULTS / "audit" / "runs.jsonl")
+    voices = [r["audits"][0] for r in audit_runs
               if r.get("task") in ("speakers", "librispeech") and r["key"] >= 0 and r["attack"] == "none"]
     designed = ("logmel_cnn", "raw_cnn", "xvector", "ge2e-probe")
     libri = _getter(_rows(RESULTS / "efficacy", "librispeech"))
